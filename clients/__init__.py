@@ -1,0 +1,1 @@
+"""Client-side logic of each method: local objectives, training loops, private state."""

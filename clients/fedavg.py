@@ -1,0 +1,85 @@
+"""FedAvg client for tabular classification: local epochs of minibatch training, then upload weights.
+
+Evaluation returns the client's confusion counts per sensitive group (``[groups, classes,
+classes]``), not rates: summed over clients they give the pooled (global) fairness metrics
+exactly, and per client they give the local ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
+
+from fedsim.federation import load_federation
+from fedsim.metrics import confusion_counts
+from fedsim.models import make_classifier
+
+
+class FedAvgClient:
+    """One partition's rows and the FedAvg computations on them (stateless between rounds)."""
+
+    def __init__(self, spec: Mapping[str, Any], partition_id: int):
+        federation = load_federation(spec)
+        data = federation.dataset
+        train, test = federation.train_parts[partition_id], federation.test_parts[partition_id]
+        self.x, self.y = data.x_train[train], data.y_train[train]
+        self.x_test, self.y_test, self.s_test = data.x_test[test], data.y_test[test], data.s_test[test]
+        self.num_classes, self.num_groups = data.num_classes, data.num_groups
+        self.model = make_classifier(spec["model"], data.num_features, data.num_classes,
+                                     spec["mlp.hidden"])
+        self.partition_id = partition_id
+        self.seed = spec["seed"]
+        self.epochs = spec["fedavg.local_epochs"]
+        self.lr = spec["fedavg.lr"]
+        self.batch_size = spec["fedavg.batch_size"]
+        self.optimizer = spec["fedavg.optimizer"]
+
+    def _load(self, content: RecordDict) -> None:
+        self.model.load_state_dict(content.array_records["arrays"].to_torch_state_dict())
+
+    def train(self, content: RecordDict, state: RecordDict, server_round: int) -> RecordDict:
+        self._load(content)
+        loss = local_training(self.model, self.x, self.y, epochs=self.epochs, lr=self.lr,
+                              batch_size=self.batch_size, optimizer=self.optimizer,
+                              seed=[self.seed, self.partition_id, server_round])
+        return RecordDict({
+            "arrays": ArrayRecord(self.model.state_dict()),
+            "metrics": MetricRecord({"num-examples": len(self.y), "train-loss": loss}),
+        })
+
+    def evaluate(self, content: RecordDict, state: RecordDict) -> RecordDict:
+        self._load(content)
+        with torch.no_grad():
+            predicted = self.model(torch.from_numpy(self.x_test)).argmax(1).numpy()
+        counts = confusion_counts(self.y_test, predicted, self.s_test, self.num_classes,
+                                  self.num_groups)
+        return RecordDict({"arrays": ArrayRecord({"confusion": Array(counts)}),
+                           "metrics": MetricRecord({"num-examples": len(self.y_test)})})
+
+
+def local_training(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int,
+                   lr: float, batch_size: int, optimizer: str, seed: list[int]) -> float:
+    """Minibatch cross-entropy training in place; returns the mean loss of the last epoch.
+
+    The batch order comes from `seed` (seed, partition, round), so any actor reproduces it.
+    The optimizer is fresh each round, as in FedAvg (no client state between rounds).
+    """
+    rng = np.random.default_rng(seed)
+    opt = (torch.optim.Adam if optimizer == "adam" else torch.optim.SGD)(model.parameters(), lr=lr)
+    xs, ys = torch.from_numpy(x), torch.from_numpy(y)
+    last = 0.0
+    for _ in range(epochs):
+        order = torch.from_numpy(rng.permutation(len(y)))
+        total = 0.0
+        for start in range(0, len(y), batch_size):
+            batch = order[start:start + batch_size]
+            opt.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(xs[batch]), ys[batch])
+            loss.backward()
+            opt.step()
+            total += float(loss) * len(batch)
+        last = total / max(len(y), 1)
+    return last

@@ -1,0 +1,89 @@
+"""Named datasets: what each one is, the raw files it needs, and a cached loader."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from fedsim.data import recommendation, synthetic, tabular
+from fedsim.data.files import ENV_VAR, DataError, RemoteFile
+from fedsim.data.interactions import Interactions
+from fedsim.data.tabular import Tabular
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    kind: Literal["recommendation", "tabular"]
+    files: tuple[RemoteFile, ...]  # empty for generated datasets, whose loader takes no data_dir
+    loader: Callable
+    description: str
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            "filmtrust", "recommendation", (recommendation.FILMTRUST_RATINGS,), recommendation.load_filmtrust,
+            "FilmTrust (LibRec): 1,227 users x 2,059 items after the >=5 filter; no timestamps, random hold-out",
+        ),
+        DatasetInfo(
+            "amazon-video", "recommendation", (recommendation.AMAZON_VIDEO_RATINGS,),
+            recommendation.load_amazon_video,
+            "Amazon-Video as distributed by PFedRec (IJCAI-23), a derived subset of the McAuley Amazon reviews: "
+            "8,072 users x 11,830 items, temporal leave-one-out",
+        ),
+        DatasetInfo(
+            "lastfm-2k", "recommendation", (recommendation.LASTFM_USER_ARTISTS,), recommendation.load_lastfm_2k,
+            "HetRec 2011 Last.fm-2K user-artist pairs (not the authors' processed file); random hold-out",
+        ),
+        DatasetInfo(
+            "movielens-100k", "recommendation", (recommendation.ML100K_RATINGS, recommendation.ML100K_USERS),
+            recommendation.load_movielens_100k,
+            "MovieLens-100K: 943 users x 1,682 items, temporal leave-one-out, gender/age/occupation attributes",
+        ),
+        DatasetInfo(
+            "synthetic-rec", "recommendation", (), synthetic.make_synthetic_interactions,
+            "latent-factor implicit feedback with Zipf popularity and inferable gender/age attributes",
+        ),
+        DatasetInfo(
+            "adult", "tabular", (tabular.ADULT_DATA, tabular.ADULT_TEST), tabular.load_adult,
+            "UCI Adult, train+test pooled, '?' rows dropped (45,222 rows): income >50K, sensitive sex",
+        ),
+        DatasetInfo(
+            "compas", "tabular", (tabular.COMPAS_SCORES,), tabular.load_compas,
+            "ProPublica COMPAS, filtered to 6,172 rows: two-year recidivism, sensitive race (African-American)",
+        ),
+        DatasetInfo(
+            "bank", "tabular", (tabular.BANK,), tabular.load_bank,
+            "UCI Bank Marketing bank.csv (4,521 rows): subscription, sensitive age group (<25 or >=60)",
+        ),
+        DatasetInfo(
+            "synthetic-tabular", "tabular", (), synthetic.make_synthetic_tabular,
+            "Gaussian features with a group mean shift and group base rates 0.45 / 0.2",
+        ),
+    )
+}  # fmt: skip
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, **kwargs) -> Interactions | Tabular:
+    """Load a dataset by name; results are cached per process, so callers get the same read-only object."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    # $FEDSIM_DATA_DIR is part of the key: changing it must not return a dataset read from the old directory.
+    key_dir = None if data_dir is None else str(data_dir)
+    return _load_cached(name, key_dir, os.environ.get(ENV_VAR), tuple(sorted(kwargs.items())))
+
+
+@lru_cache(maxsize=32)
+def _load_cached(
+    name: str, data_dir: str | None, env_data_dir: str | None, kwargs: tuple[tuple[str, object], ...]
+) -> Interactions | Tabular:
+    info = DATASETS[name]
+    if info.files:
+        return info.loader(data_dir, **dict(kwargs))
+    return info.loader(**dict(kwargs))

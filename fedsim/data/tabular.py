@@ -1,0 +1,228 @@
+"""Tabular classification data with a sensitive attribute, for the fairness experiments (FedFACT, FedFB)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import numpy as np
+
+from fedsim.data.files import DataError, RemoteFile, locate, read_rows
+
+ADULT_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
+ADULT_DATA = RemoteFile(
+    path="adult/adult.data",
+    url=ADULT_URL + "adult.data",
+    sha256="5b00264637dbfec36bdeaab5676b0b309ff9eb788d63554ca0a249491c86603d",
+)
+ADULT_TEST = RemoteFile(
+    path="adult/adult.test",
+    url=ADULT_URL + "adult.test",
+    sha256="a2a9044bc167a35b2361efbabec64e89d69ce82d9790d2980119aac5fd7e9c05",
+)
+COMPAS_SCORES = RemoteFile(
+    path="compas/compas-scores-two-years.csv",
+    url="https://raw.githubusercontent.com/propublica/compas-analysis/master/compas-scores-two-years.csv",
+    sha256="c451db85908b2f7fef1d83203bedf6b71ecda0d5af468d82ae62178f91d0cc7d",
+)
+BANK = RemoteFile(
+    path="bank-marketing/bank.csv",
+    url="https://archive.ics.uci.edu/ml/machine-learning-databases/00222/bank.zip",
+    sha256="dc8d576e9bda0f41ee891251bd84bab9a39ce576cba715aac08adc2374a01fde",
+    member="bank.csv",
+)
+
+ADULT_COLUMNS = (
+    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
+    "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country", "income",
+)  # fmt: skip
+
+
+@dataclass(frozen=True, eq=False)
+class Tabular:
+    """Train/test split of a tabular task; arrays are read-only because loaded datasets are cached."""
+
+    name: str
+    x_train: np.ndarray  # float32 [n_train, d]
+    y_train: np.ndarray  # int64 [n_train], class index
+    s_train: np.ndarray  # int64 [n_train], sensitive group index (not a feature)
+    x_test: np.ndarray
+    y_test: np.ndarray
+    s_test: np.ndarray
+    feature_names: tuple[str, ...]
+    class_names: tuple[str, ...]
+    group_names: tuple[str, ...]
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, np.ndarray):
+                value.flags.writeable = False
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def num_groups(self) -> int:
+        return len(self.group_names)
+
+    @property
+    def num_features(self) -> int:
+        return self.x_train.shape[1]
+
+
+def build_tabular(
+    name: str,
+    columns: dict[str, np.ndarray],
+    categorical: Sequence[str],
+    numerical: Sequence[str],
+    label: tuple[np.ndarray, Sequence[str]],
+    sensitive: tuple[np.ndarray, Sequence[str]],
+    *,
+    seed: int,
+    test_fraction: float = 0.4,
+) -> Tabular:
+    """Split, encode and scale a table.
+
+    label and sensitive are (int codes per row, names of the codes). The sensitive attribute is never a feature
+    (attribute-blind model, as in FedFB / FedFACT): callers must not list it in categorical/numerical. The split is
+    a seeded random permutation with round(test_fraction * n) test rows (not stratified). Encoders are fitted on the
+    train split only: one-hot over the train categories (sorted; a category unseen in train encodes as all zeros)
+    and min-max scaling of numericals to [0, 1] on train (test values may fall outside; constant columns become 0).
+    Features are the numericals first, then the one-hot blocks, in the order given.
+    """
+    y, class_names = label
+    s, group_names = sensitive
+    n = len(y)
+    permutation = np.random.default_rng(seed).permutation(n)
+    num_test = round(test_fraction * n)
+    test, train = permutation[:num_test], permutation[num_test:]
+    if len(train) == 0 or len(test) == 0:
+        raise DataError(f"{name}: test_fraction={test_fraction} leaves an empty split of {n} rows")
+
+    blocks, feature_names = [], []
+    for column in numerical:
+        values = columns[column].astype(np.float64)
+        low, high = values[train].min(), values[train].max()
+        blocks.append(((values - low) / (high - low if high > low else 1.0))[:, None])
+        feature_names.append(column)
+    for column in categorical:
+        values = columns[column]
+        categories = np.unique(values[train])
+        blocks.append(values[:, None] == categories[None, :])
+        feature_names.extend(f"{column}={category}" for category in categories)
+    x = np.concatenate(blocks, axis=1).astype(np.float32)
+
+    y, s = np.asarray(y, dtype=np.int64), np.asarray(s, dtype=np.int64)
+    return Tabular(
+        name=name,
+        x_train=x[train],
+        y_train=y[train],
+        s_train=s[train],
+        x_test=x[test],
+        y_test=y[test],
+        s_test=s[test],
+        feature_names=tuple(feature_names),
+        class_names=tuple(class_names),
+        group_names=tuple(group_names),
+    )
+
+
+def _columns(header: Sequence[str], rows: list[list[str]], names: Sequence[str]) -> dict[str, np.ndarray]:
+    """String columns by name; a duplicated header name resolves to its first occurrence."""
+    return {name: np.array([row[header.index(name)] for row in rows]) for name in names}
+
+
+def _codes(values: np.ndarray, mapping: dict[str, int], source: str) -> np.ndarray:
+    unknown = set(values.tolist()) - mapping.keys()
+    if unknown:
+        raise DataError(f"{source}: unexpected values {sorted(unknown)[:5]}, expected {sorted(mapping)}")
+    return np.array([mapping[value] for value in values], dtype=np.int64)
+
+
+def load_adult(data_dir: str | Path | None = None, *, seed: int = 0, test_fraction: float = 0.4) -> Tabular:
+    """UCI Adult: label income >50K = 1, sensitive sex (Male = 0, Female = 1).
+
+    adult.data and adult.test (whose banner line "|1x3 Cross validator" is skipped and whose labels lose their
+    trailing ".") are pooled and re-split 60/40 by seed, the FedFACT protocol, not the official split. Rows with
+    a missing value ("?") are dropped: 48,842 -> 45,222 rows. fnlwgt (a census sampling weight, not a property of
+    the person) and education (duplicated by education-num) are dropped.
+    """
+    rows = read_rows(locate(ADULT_DATA, data_dir), ",", len(ADULT_COLUMNS))
+    rows += read_rows(locate(ADULT_TEST, data_dir), ",", len(ADULT_COLUMNS), skip_lines=1)
+    rows = [row for row in rows if "?" not in row]
+    numerical = ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
+    categorical = ["workclass", "marital-status", "occupation", "relationship", "race", "native-country"]
+    columns = _columns(ADULT_COLUMNS, rows, numerical + categorical + ["sex", "income"])
+    income = np.char.rstrip(columns["income"], ".")
+    return build_tabular(
+        "adult",
+        columns,
+        categorical,
+        numerical,
+        label=(_codes(income, {"<=50K": 0, ">50K": 1}, ADULT_DATA.path), ("<=50K", ">50K")),
+        sensitive=(_codes(columns["sex"], {"Male": 0, "Female": 1}, ADULT_DATA.path), ("Male", "Female")),
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+
+
+def load_compas(data_dir: str | Path | None = None, *, seed: int = 0, test_fraction: float = 0.4) -> Tabular:
+    """ProPublica COMPAS two-year recidivism: label two_year_recid, sensitive race (African-American = 1).
+
+    ProPublica's filter (days_b_screening_arrest in [-30, 30], a missing value failing it; is_recid != -1;
+    c_charge_degree != "O"; score_text != "N/A") keeps 6,172 of 7,214 rows. Only the columns used are read:
+    the file also holds names and dates of birth, which are never touched.
+    """
+    path = locate(COMPAS_SCORES, data_dir)
+    header, *rows = read_rows(path, ",", 53)
+    filters = ["days_b_screening_arrest", "is_recid", "score_text"]
+    numerical = ["age", "priors_count", "juv_fel_count", "juv_misd_count", "juv_other_count"]
+    categorical = ["c_charge_degree", "sex", "age_cat"]
+    columns = _columns(header, rows, filters + numerical + categorical + ["race", "two_year_recid"])
+    days = columns["days_b_screening_arrest"]
+    days = np.where(days == "", "nan", days).astype(np.float64)  # nan fails the range test below
+    keep = (
+        (np.abs(days) <= 30)
+        & (columns["is_recid"] != "-1")
+        & (columns["c_charge_degree"] != "O")
+        & (columns["score_text"] != "N/A")
+    )
+    columns = {name: values[keep] for name, values in columns.items()}
+    return build_tabular(
+        "compas",
+        columns,
+        categorical,
+        numerical,
+        label=(_codes(columns["two_year_recid"], {"0": 0, "1": 1}, path.name), ("no-recid", "recid")),
+        sensitive=((columns["race"] == "African-American").astype(np.int64), ("Other", "African-American")),
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+
+
+def load_bank(data_dir: str | Path | None = None, *, seed: int = 0, test_fraction: float = 0.4) -> Tabular:
+    """UCI Bank Marketing bank.csv (the official 10% sample, 4,521 rows): label y (yes = 1).
+
+    Sensitive attribute: age group, 25 <= age < 60 -> 0 ("25-59"), otherwise 1 ("<25 or >=60"), the FairFed /
+    FedFB convention; age itself is removed from the features. duration (call length, only known after the call)
+    is kept as in FedFB, although UCI notes it leaks the outcome.
+    """
+    path = locate(BANK, data_dir)
+    header, *rows = read_rows(path, ";", 17)
+    numerical = ["balance", "day", "duration", "campaign", "pdays", "previous"]
+    categorical = ["job", "marital", "education", "default", "housing", "loan", "contact", "month", "poutcome"]
+    columns = _columns(header, rows, numerical + categorical + ["age", "y"])
+    age = columns["age"].astype(np.int64)
+    return build_tabular(
+        "bank",
+        columns,
+        categorical,
+        numerical,
+        label=(_codes(columns["y"], {"no": 0, "yes": 1}, path.name), ("no", "yes")),
+        sensitive=(((age < 25) | (age >= 60)).astype(np.int64), ("25-59", "<25 or >=60")),
+        seed=seed,
+        test_fraction=test_fraction,
+    )

@@ -1,0 +1,22 @@
+"""Client partitioners (row index arrays per client) and their name registry."""
+
+from fedsim.partition.partitioners import (
+    dirichlet,
+    dirichlet_proportions,
+    hetero,
+    iid,
+    natural_id,
+    single,
+)
+from fedsim.partition.registry import PARTITIONERS, make_partition
+
+__all__ = [
+    "PARTITIONERS",
+    "dirichlet",
+    "dirichlet_proportions",
+    "hetero",
+    "iid",
+    "make_partition",
+    "natural_id",
+    "single",
+]

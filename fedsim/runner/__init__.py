@@ -1,0 +1,1 @@
+"""Running experiments: on a Flower grid, in a Ray simulation, and writing their results."""

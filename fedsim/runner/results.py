@@ -1,0 +1,135 @@
+"""What a run leaves in its output directory, written as the run goes.
+
+- ``config.toml``: the resolved spec (every key, defaults included), written before round 1;
+- ``metrics.jsonl``: one JSON object per round (round 0 = the initial model), appended and
+  flushed at the end of each round, so a crash loses at most the round in progress;
+- ``summary.json``: the stable contract other tools read (see docs/results.md), written at the end;
+- ``curves.png``: learning curves of the headline metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from fedsim import __version__
+from fedsim.spec import to_toml
+
+SUMMARY_VERSION = 1
+
+
+class RunRecorder:
+    """Receives each round's record, persists it, and writes the summary and plots at the end."""
+
+    def __init__(self, out_dir: Path, spec: Mapping[str, Any], headline: str,
+                 on_record: Callable[[dict[str, Any]], None] | None = None):
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.spec = dict(spec)
+        self.headline = headline
+        self.on_record = on_record
+        self.history: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        (self.out_dir / "config.toml").write_text(to_toml(self.spec))
+        self._metrics = (self.out_dir / "metrics.jsonl").open("w")
+
+    def on_round(self, record: dict[str, Any]) -> None:
+        record = {**record, "wall_seconds": time.perf_counter() - self.started}
+        self.history.append(record)
+        self._metrics.write(json.dumps(_finite(record)) + "\n")
+        self._metrics.flush()
+        if self.on_record is not None:
+            self.on_record(record)
+
+    def finish(self, num_clients: int) -> dict[str, Any]:
+        self._metrics.close()
+        summary = build_summary(self.spec, self.history, self.headline, num_clients,
+                                wall_seconds=time.perf_counter() - self.started)
+        (self.out_dir / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
+        plot_curves(self.history, self.headline, self.out_dir / "curves.png")
+        return summary
+
+
+def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headline: str,
+                  num_clients: int, wall_seconds: float) -> dict[str, Any]:
+    evaluated = [r for r in history if headline in r]
+    last = history[-1] if history else {}
+    final = next((r for r in reversed(history) if headline in r), {})
+    return {
+        "schema_version": SUMMARY_VERSION,
+        "fedsim_version": __version__,
+        "method": spec["method"],
+        "dataset": spec["dataset"],
+        "partitioner": spec["partitioner"],
+        "model": spec["model"],
+        "num_clients": num_clients,
+        "rounds": spec["rounds"],
+        "seed": spec["seed"],
+        "fraction": spec["fraction"],
+        "headline": headline,
+        "wall_seconds": wall_seconds,
+        "bytes_up": last.get("bytes_up", 0),
+        "bytes_down": last.get("bytes_down", 0),
+        "failures": sum(r.get("failures", 0) for r in history),
+        "final": _metrics_only(final),
+        "best_test": _best(evaluated, headline),
+        "best_val": _best([r for r in evaluated if f"val_{headline}" in r], f"val_{headline}"),
+        "spec": dict(spec),
+    }
+
+
+_BOOKKEEPING = {"round", "failures", "bytes_up", "bytes_down", "round_seconds", "wall_seconds"}
+
+
+def _metrics_only(record: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in record.items() if k not in _BOOKKEEPING}
+
+
+def _best(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    """Round with the highest `key` after round 0 (the first such round on ties)."""
+    candidates = [r for r in records if r["round"] > 0 and not math.isnan(r[key])]
+    if not candidates:
+        return None
+    best = max(candidates, key=lambda r: r[key])
+    return {"round": best["round"], "selected_on": key, "metrics": _metrics_only(best)}
+
+
+def _finite(value: Any) -> Any:
+    """NaN/inf -> None, so the JSON files are valid for any reader."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
+
+
+def curve_keys(headline: str, history: list[dict[str, Any]]) -> list[str]:
+    """Curves worth plotting: the headline family on test and validation, fairness gaps, loss."""
+    wanted = [headline, f"val_{headline}", headline.replace("hr", "ndcg"), f"{headline}_full",
+              f"{headline}_tail", "dp_global", "dp_local_max", "train_loss"]
+    present = set().union(*history) if history else set()
+    return [k for k in wanted if k in present]
+
+
+def plot_curves(history: list[dict[str, Any]], headline: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = curve_keys(headline, history)
+    if not keys:
+        return
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.2 * len(keys), 2.8), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        points = [(r["round"], r[key]) for r in history if key in r and r[key] is not None]
+        ax.plot([p[0] for p in points], [p[1] for p in points], marker=".")
+        ax.set_title(key)
+        ax.set_xlabel("round")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

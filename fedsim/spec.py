@@ -1,0 +1,270 @@
+"""Experiment specs: the one place where every run setting is declared, documented and checked.
+
+A spec is a TOML file of scalars: top-level keys name the experiment (method, dataset, ...),
+and each table holds the settings of one part, e.g. ``[fedncf] server_lr = 0.001``. Flattened,
+the table keys read ``fedncf.server_lr``; that flat form is what ``--set key=value`` takes, what
+Flower's ``--run-config`` passes to the ServerApp, and what ``[tool.flwr.app.config]`` in
+pyproject.toml declares (a test keeps that table equal to :data:`SCHEMA`'s defaults, because
+``flwr run`` refuses overrides of keys it does not declare).
+
+``docs/spec.md`` is generated from :data:`SCHEMA` (``python -m fedsim.spec``), so the docs and
+the checks cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+
+class SpecError(ValueError):
+    """A spec key is unknown, or its value has the wrong type or is out of range."""
+
+
+@dataclass(frozen=True)
+class Key:
+    """One spec key: its default (which also fixes its type), meaning and allowed values."""
+
+    default: bool | int | float | str
+    doc: str
+    choices: tuple[str, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False  # True: the value must be strictly greater than `low`
+
+    def allowed(self) -> str:
+        if self.choices is not None:
+            return "one of " + ", ".join(repr(c) for c in self.choices)
+        kind = type(self.default).__name__
+        if self.low is None and self.high is None:
+            return f"a {kind}"
+        lo = "" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
+        hi = "" if self.high is None else f"{self.high:g}]"
+        if self.low is not None and self.high is not None:
+            return f"a {kind} in {lo}, {hi}"
+        if self.low is not None:
+            return f"a {kind} {'>' if self.low_open else '>='} {self.low:g}"
+        return f"a {kind} <= {self.high:g}"
+
+
+METHODS = ("fedavg", "fedncf")
+DATASETS = (
+    "synthetic-rec", "filmtrust", "amazon-video", "lastfm-2k", "movielens-100k",
+    "synthetic-tabular", "adult", "compas", "bank",
+)
+RECOMMENDATION_DATASETS = DATASETS[:5]
+PARTITIONERS = ("natural", "iid", "dirichlet", "hetero", "single")
+MODELS = ("neumf", "logreg", "mlp")
+
+SCHEMA: dict[str, Key] = {
+    # --- what runs ---------------------------------------------------------------------
+    "method": Key("fedncf", "Federated method (server strategy + client objective).", METHODS),
+    "dataset": Key("synthetic-rec", "Dataset name (see the README's dataset table).", DATASETS),
+    "partitioner": Key("natural", "How rows (users for recommendation, samples for tabular "
+                       "data) are split into clients.", PARTITIONERS),
+    "model": Key("neumf", "Model: neumf for recommendation; logreg or mlp for tabular data.",
+                 MODELS),
+    "rounds": Key(20, "Number of federated rounds.", low=1, high=100_000),
+    "seed": Key(0, "Training seed: model init, client sampling, negatives, local batches.",
+                low=0, high=2**31 - 1),
+    "fraction": Key(0.1, "Fraction of clients sampled for training each round "
+                    "(floor(fraction * num_clients), at least 1).", low=0.0, high=1.0,
+                    low_open=True),
+    "num_clients": Key(0, "Number of clients. 0 = derived from the data (natural: one client per "
+                       "partition.ids_per_client users; single: 1). Required (> 0) for iid, "
+                       "dirichlet and hetero.", low=0, high=1_000_000),
+    "eval_every": Key(1, "Evaluate every this many rounds (the last round is always evaluated).",
+                      low=1, high=100_000),
+    "data_dir": Key("", "Directory holding the dataset folders; empty = FEDSIM_DATA_DIR, then the "
+                    "user cache (~/.cache/fedsim)."),
+    "out_dir": Key("", "Where results go; empty = runs/<method>-<dataset>-<time> under the current "
+                   "directory. Use an absolute path with `flwr run` (its cwd is the SuperLink's)."),
+    # --- data preparation ----------------------------------------------------------------
+    "data.seed": Key(42, "Seed of the data preparation: sampled test/validation negatives "
+                     "(recommendation), train/test split (tabular). 42 as the FedRecGEL authors.",
+                     low=0, high=2**31 - 1),
+    "data.validation": Key(True, "Recommendation: hold out the second-latest interaction per user "
+                           "as a validation item (the clean protocol's model selection)."),
+    "data.test_negatives": Key(99, "Recommendation: sampled negatives per test/validation item.",
+                               low=1, high=10_000),
+    "data.head_fraction": Key(0.2, "Recommendation: top fraction of items by training count that "
+                              "form the head (the rest is the tail).", low=0.0, high=1.0,
+                              low_open=True),
+    "data.test_fraction": Key(0.4, "Tabular: share of rows in the test split.", low=0.0,
+                              high=0.9, low_open=True),
+    # --- partitioner parameters --------------------------------------------------------------
+    "partition.ids_per_client": Key(1, "natural: users per client.", low=1, high=1_000_000),
+    "partition.column": Key("sensitive", "dirichlet: column whose values are split by Dirichlet "
+                            "proportions: 'sensitive' or 'label' (tabular), or a user attribute "
+                            "such as 'gender' (recommendation)."),
+    "partition.alpha": Key(0.5, "dirichlet: concentration (smaller = more skewed).", low=0.0,
+                           high=1e6, low_open=True),
+    "partition.min_size": Key(10, "dirichlet: minimum rows per client (redrawn until met).",
+                              low=0, high=1_000_000),
+    "partition.low": Key(0.2, "hetero: lowest per-client target A-Y correlation.", low=0.0,
+                         high=1.0),
+    "partition.high": Key(0.8, "hetero: highest per-client target A-Y correlation.", low=0.0,
+                          high=1.0),
+    # --- models ----------------------------------------------------------------------------
+    "neumf.factor_dim": Key(32, "NeuMF: GMF embedding size; the MLP embedding size is "
+                            "factor_dim * 2**(mlp_layers - 1).", low=1, high=4096),
+    "neumf.mlp_layers": Key(3, "NeuMF: number of MLP tower layers.", low=1, high=8),
+    "mlp.hidden": Key(32, "mlp: hidden units of the one-hidden-layer classifier.", low=1,
+                      high=100_000),
+    # --- runtime -----------------------------------------------------------------------------
+    "ray.client_cpus": Key(1, "CPUs reserved per simulated client actor (actors = CPUs / this).",
+                           low=1, high=1024),
+    "ray.address": Key("", "Address of an existing Ray cluster to attach to (also RAY_ADDRESS); "
+                       "empty = start a local Ray instance."),
+    # --- methods -------------------------------------------------------------------------------
+    "fedavg.local_epochs": Key(1, "FedAvg: local epochs per round.", low=1, high=10_000),
+    "fedavg.lr": Key(0.01, "FedAvg: client learning rate.", low=0.0, high=100.0, low_open=True),
+    "fedavg.batch_size": Key(64, "FedAvg: client batch size.", low=1, high=1_000_000),
+    "fedavg.optimizer": Key("adam", "FedAvg: client optimizer.", ("adam", "sgd")),
+    "fedncf.server_lr": Key(0.001, "FedNCF: server Adam learning rate on the mean client gradient "
+                            "(the authors' hard-coded 1e-3; their config's 1.5 is unused).",
+                            low=0.0, high=100.0, low_open=True),
+    "fedncf.client_lr": Key(0.1, "FedNCF: client Adam learning rate on the private user "
+                            "embeddings (persistent per client).", low=0.0, high=100.0,
+                            low_open=True),
+    "fedncf.train_negatives": Key(4, "FedNCF: fresh negatives per positive each round.", low=1,
+                                  high=1000),
+    "fedncf.chunk_size": Key(128, "FedNCF: the loss is the sum over chunks of this many samples "
+                             "of the chunk-mean BCE, as in the authors' code.", low=1,
+                             high=1_000_000),
+}
+
+DEFAULTS: dict[str, bool | int | float | str] = {k: key.default for k, key in SCHEMA.items()}
+
+
+def _check(name: str, value: Any) -> bool | int | float | str:
+    """Return `value` converted to the key's type, or raise SpecError naming key and value."""
+    if name not in SCHEMA:
+        close = [k for k in SCHEMA if k.split(".")[-1] == name.split(".")[-1]]
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise SpecError(f"unknown spec key {name!r}.{hint} Known keys are listed in docs/spec.md.")
+    key = SCHEMA[name]
+    kind = type(key.default)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if type(value) is not kind:
+        raise SpecError(f"{name} = {value!r}: expected {key.allowed()}, "
+                        f"got a {type(value).__name__}")
+    if key.choices is not None and value not in key.choices:
+        raise SpecError(f"{name} = {value!r}: expected {key.allowed()}")
+    if kind in (int, float):
+        too_low = key.low is not None and (value <= key.low if key.low_open else value < key.low)
+        too_high = key.high is not None and value > key.high
+        if too_low or too_high or value != value:  # value != value catches NaN
+            raise SpecError(f"{name} = {value!r}: expected {key.allowed()}")
+    return value
+
+
+def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, bool | int | float | str]:
+    """Defaults merged with flat `overrides`, every key and value checked, cross-key rules too."""
+    spec = dict(DEFAULTS)
+    for name, value in (overrides or {}).items():
+        spec[name] = _check(name, value)
+    _check_combination(spec)
+    return spec
+
+
+def _check_combination(spec: Mapping[str, Any]) -> None:
+    recommendation = spec["dataset"] in RECOMMENDATION_DATASETS
+    if recommendation != (spec["model"] == "neumf"):
+        allowed = "'neumf'" if recommendation else "'logreg' or 'mlp'"
+        raise SpecError(f"model = {spec['model']!r} does not fit dataset = {spec['dataset']!r}: "
+                        f"expected {allowed}")
+    if recommendation != (spec["method"] == "fedncf"):
+        allowed = "'fedncf'" if recommendation else "'fedavg'"
+        raise SpecError(f"method = {spec['method']!r} does not fit dataset = "
+                        f"{spec['dataset']!r}: expected {allowed}")
+    if spec["partitioner"] == "natural" and not recommendation:
+        raise SpecError(f"partitioner = 'natural' needs a recommendation dataset (one client per "
+                        f"user); dataset = {spec['dataset']!r} is tabular: use iid, dirichlet, "
+                        "hetero or single")
+    if spec["partitioner"] == "hetero" and recommendation:
+        raise SpecError("partitioner = 'hetero' needs a tabular dataset (label and sensitive "
+                        f"attribute); dataset = {spec['dataset']!r} is a recommendation dataset")
+    if spec["partitioner"] in ("iid", "dirichlet", "hetero") and spec["num_clients"] < 1:
+        raise SpecError(f"num_clients = {spec['num_clients']}: partitioner = "
+                        f"{spec['partitioner']!r} needs num_clients >= 1")
+    if spec["partitioner"] == "single" and spec["num_clients"] not in (0, 1):
+        raise SpecError(f"num_clients = {spec['num_clients']}: partitioner = 'single' means "
+                        "exactly 1 client (set 0 or 1)")
+    if spec["partition.low"] > spec["partition.high"]:
+        raise SpecError(f"partition.low = {spec['partition.low']} > partition.high = "
+                        f"{spec['partition.high']}: expected low <= high")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested TOML tables -> dotted keys (the same rule as Flower's run config)."""
+    flat: dict[str, Any] = {}
+    for name, value in tree.items():
+        full = f"{prefix}{name}"
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, full + "."))
+        else:
+            flat[full] = value
+    return flat
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a spec TOML file into flat overrides (not yet checked)."""
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            return flatten(tomllib.load(handle))
+    except FileNotFoundError:
+        raise SpecError(f"spec file {path} does not exist") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SpecError(f"spec file {path} is not valid TOML: {err}") from None
+
+
+def parse_set(assignments: list[str]) -> dict[str, Any]:
+    """``--set key=value`` pairs -> flat overrides; values use TOML syntax, bare words are text."""
+    overrides: dict[str, Any] = {}
+    for item in assignments:
+        name, sep, raw = item.partition("=")
+        if not sep or not name.strip():
+            raise SpecError(f"--set {item!r}: expected key=value, e.g. --set fedncf.server_lr=0.01")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        overrides[name.strip()] = value
+    return overrides
+
+
+def to_toml(spec: Mapping[str, Any]) -> str:
+    """Write a resolved spec back as TOML (top-level keys first, then one table per prefix)."""
+    top = {k: v for k, v in spec.items() if "." not in k}
+    tables: dict[str, dict[str, Any]] = {}
+    for name, value in spec.items():
+        if "." in name:
+            table, _, leaf = name.rpartition(".")
+            tables.setdefault(table, {})[leaf] = value
+    lines = [f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
+             for k, v in top.items()]
+    for table, values in tables.items():
+        lines += ["", f"[{table}]"]
+        lines += [f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
+                  for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def markdown_reference() -> str:
+    """The key reference written to docs/spec.md."""
+    rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
+    for name, key in SCHEMA.items():
+        rows.append(f"| `{name}` | `{key.default!r}` | {key.allowed()} | {key.doc} |")
+    return ("# Experiment spec keys\n\nGenerated from `fedsim/spec.py` by `python -m fedsim.spec`; "
+            "do not edit by hand.\nA spec TOML sets any of these; tables are the part before the "
+            "dot (`[fedncf] server_lr = 0.01`).\n\n" + "\n".join(rows) + "\n")
+
+
+if __name__ == "__main__":
+    print(markdown_reference(), end="")

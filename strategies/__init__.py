@@ -1,0 +1,1 @@
+"""Server-side Flower strategies of each method (Message API), usable in any ServerApp."""

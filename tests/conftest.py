@@ -1,0 +1,27 @@
+"""Shared fixtures.
+
+Real-data tests read the datasets from FEDSIM_DATA_DIR (CI sets it to ../shared/data).
+Outside CI a missing FEDSIM_DATA_DIR skips them with a message; under CI (CI=true) it fails
+them, so a green CI always means the real-data tests ran.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    raw = os.environ.get("FEDSIM_DATA_DIR")
+    if not raw:
+        message = "FEDSIM_DATA_DIR is not set; point it at ../shared/data to run real-data tests"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    path = Path(raw)
+    if not path.is_dir():
+        pytest.fail(f"FEDSIM_DATA_DIR={raw} is not a directory")
+    return path
