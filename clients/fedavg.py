@@ -11,7 +11,6 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from fedsim.federation import load_federation
 from fedsim.metrics import confusion_counts
@@ -37,27 +36,28 @@ class FedAvgClient:
         self.batch_size = spec["fedavg.batch_size"]
         self.optimizer = spec["fedavg.optimizer"]
 
-    def _load(self, content: RecordDict) -> None:
-        self.model.load_state_dict(content.array_records["arrays"].to_torch_state_dict())
+    def _load(self, shared: dict[str, np.ndarray]) -> None:
+        self.model.load_state_dict({k: torch.tensor(v) for k, v in shared.items()})
 
-    def train(self, content: RecordDict, state: RecordDict, server_round: int) -> RecordDict:
-        self._load(content)
+    def train(self, shared: dict[str, np.ndarray], own: dict[str, np.ndarray], state,
+              server_round: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Local epochs from the global weights in `shared`; returns the new weights."""
+        self._load(shared)
         loss = local_training(self.model, self.x, self.y, epochs=self.epochs, lr=self.lr,
                               batch_size=self.batch_size, optimizer=self.optimizer,
                               seed=[self.seed, self.partition_id, server_round])
-        return RecordDict({
-            "arrays": ArrayRecord(self.model.state_dict()),
-            "metrics": MetricRecord({"num-examples": len(self.y), "train-loss": loss}),
-        })
+        weights = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
+        return weights, {"num-examples": len(self.y), "train-loss": loss}
 
-    def evaluate(self, content: RecordDict, state: RecordDict) -> RecordDict:
-        self._load(content)
+    def evaluate(self, shared: dict[str, np.ndarray], own: dict[str, np.ndarray],
+                 state) -> tuple[dict[str, np.ndarray], dict[str, float]]:
+        """Confusion counts per group of the global model on this client's test rows."""
+        self._load(shared)
         with torch.no_grad():
             predicted = self.model(torch.from_numpy(self.x_test)).argmax(1).numpy()
         counts = confusion_counts(self.y_test, predicted, self.s_test, self.num_classes,
                                   self.num_groups)
-        return RecordDict({"arrays": ArrayRecord({"confusion": Array(counts)}),
-                           "metrics": MetricRecord({"num-examples": len(self.y_test)})})
+        return {"confusion": counts}, {"num-examples": len(self.y_test)}
 
 
 def local_training(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, *, epochs: int,
@@ -80,6 +80,6 @@ def local_training(model: torch.nn.Module, x: np.ndarray, y: np.ndarray, *, epoc
             loss = torch.nn.functional.cross_entropy(model(xs[batch]), ys[batch])
             loss.backward()
             opt.step()
-            total += float(loss) * len(batch)
+            total += loss.item() * len(batch)
         last = total / max(len(y), 1)
     return last

@@ -21,15 +21,15 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
-from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
 from clients.ranking_eval import evaluate_users
 from fedsim.federation import load_federation
 from fedsim.models import NeuMF
-from fedsim.models.neumf import ITEM_TABLES, split_shared_private
+from fedsim.models.neumf import split_shared_private
 from fedsim.optim import load_adam, save_adam
 
-PRIVATE_KEY = "fedncf.private"
+Arrays = dict[str, np.ndarray]
+USER_TABLES = ("user_gmf.weight", "user_mlp.weight")
 
 
 class FedNCFClient:
@@ -53,7 +53,6 @@ class FedNCFClient:
         """(local user index, item id, label) of every training sample of this round, in order."""
         rng = np.random.default_rng([self.seed, self.partition_id, server_round])
         users, items, labels = [], [], []
-        per_positive = 1 + self.negatives
         for local, user in enumerate(self.users):
             positives = rng.permutation(self.data.user_items(int(user)))
             pool = np.setdiff1d(np.arange(self.data.num_items), positives, assume_unique=True)
@@ -65,73 +64,68 @@ class FedNCFClient:
             items.append(block)
             labels.append(np.tile([1.0] + [0.0] * self.negatives, len(positives)))
         return (np.concatenate(users), np.concatenate(items),
-                np.concatenate(labels).astype(np.float32)) if users else (
-                    np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+                np.concatenate(labels).astype(np.float32))
 
     def needed_items(self, server_round: int) -> np.ndarray:
+        """Item rows this round's sample touches (asked for before training)."""
         return np.unique(self.round_sample(server_round)[1])
 
-    # --- model assembly ---------------------------------------------------------------------
-    def _model(self, shared: Mapping[str, np.ndarray], num_items: int,
-               state: RecordDict) -> tuple[NeuMF, dict[str, np.ndarray]]:
-        model = NeuMF(len(self.users), num_items, self.factor_dim, self.mlp_layers)
-        private = self._private(state)
-        tensors = {k: torch.from_numpy(np.array(v)) for k, v in shared.items() if k != "item_ids"}
-        tensors.update({k: torch.from_numpy(private[k]) for k in ("user_gmf.weight",
-                                                                    "user_mlp.weight")})
-        model.load_state_dict(tensors)
-        return model, private
-
-    def _private(self, state: RecordDict) -> dict[str, np.ndarray]:
-        if PRIVATE_KEY in state:
-            return {k: v.numpy() for k, v in state.array_records[PRIVATE_KEY].items()}
+    # --- private state --------------------------------------------------------------------------
+    def _private(self, state) -> Arrays:
+        saved = state.load()
+        if saved is not None:
+            return saved
         # First contact: N(0, 0.01²) user embeddings, seeded by (seed, partition) like every draw.
         rng = np.random.default_rng([self.seed, self.partition_id, 0xE4B])
         mlp_dim = self.factor_dim * 2 ** (self.mlp_layers - 1)
-        return {
-            "user_gmf.weight": rng.normal(0, 0.01, (len(self.users), self.factor_dim)).astype(np.float32),
-            "user_mlp.weight": rng.normal(0, 0.01, (len(self.users), mlp_dim)).astype(np.float32),
-        }
+        n = len(self.users)
+        return {"user_gmf.weight": rng.normal(0, 0.01, (n, self.factor_dim)).astype(np.float32),
+                "user_mlp.weight": rng.normal(0, 0.01, (n, mlp_dim)).astype(np.float32)}
 
     # --- message handlers ---------------------------------------------------------------------
-    def train(self, content: RecordDict, state: RecordDict, server_round: int) -> RecordDict:
-        received = {k: v.numpy() for k, v in content.array_records["arrays"].items()}
-        item_ids = received["item_ids"]
-        model, private = self._model(received, len(item_ids), state)
+    def train(self, shared: Arrays, own: Arrays, state, server_round: int
+              ) -> tuple[Arrays, dict[str, float]]:
+        """One FedSGD step: returns the shared-parameter gradient and updates the private state.
+
+        `shared` holds the dense layers, `own` the item rows this client asked for ("item_ids",
+        "item_gmf.weight", "item_mlp.weight"); `state` is this client's private store.
+        """
+        item_ids = own["item_ids"]
+        private = self._private(state)
+        model = NeuMF.from_arrays({**shared, **_without(own, "item_ids"),
+                                   **{k: private[k] for k in USER_TABLES}})
         users, items, labels = self.round_sample(server_round)
-        if not np.array_equal(np.unique(items), item_ids):
-            raise ValueError(f"partition {self.partition_id}: the server sent item rows "
-                             f"{len(item_ids)} that do not match this round's sample")
-        local_items = torch.from_numpy(np.searchsorted(item_ids, items))
-        logits = model(torch.from_numpy(users), local_items)
+        local_items = np.searchsorted(item_ids, items)
+        if not np.array_equal(item_ids[np.minimum(local_items, len(item_ids) - 1)], items):
+            raise ValueError(f"partition {self.partition_id}: the item rows received do not "
+                             "cover this round's sample")
+        logits = model(torch.from_numpy(users), torch.from_numpy(local_items))
         loss = chunked_bce(logits, torch.from_numpy(labels), self.chunk_size)
         loss.backward()
 
-        user_params = [model.user_gmf.weight, model.user_mlp.weight]
-        optimizer = torch.optim.Adam(user_params, lr=self.client_lr)
+        optimizer = torch.optim.Adam([model.user_gmf.weight, model.user_mlp.weight],
+                                     lr=self.client_lr)
         load_adam(optimizer, {k[5:]: v for k, v in private.items() if k.startswith("adam.")})
         optimizer.step()
-        new_private = {"user_gmf.weight": model.user_gmf.weight.detach().numpy(),
-                       "user_mlp.weight": model.user_mlp.weight.detach().numpy()}
-        new_private.update({f"adam.{k}": v for k, v in save_adam(optimizer).items()})
-        state[PRIVATE_KEY] = ArrayRecord({k: Array(np.ascontiguousarray(v))
-                                          for k, v in new_private.items()})
+        state.save({"user_gmf.weight": model.user_gmf.weight.detach().numpy(),
+                    "user_mlp.weight": model.user_mlp.weight.detach().numpy(),
+                    **{f"adam.{k}": v for k, v in save_adam(optimizer).items()}})
 
-        grads, _ = split_shared_private({name: p.grad for name, p in model.named_parameters()})
-        upload = {"item_ids": Array(item_ids)}
-        upload.update({name: Array(g.numpy()) for name, g in grads.items()})
-        return RecordDict({
-            "arrays": ArrayRecord(upload),
-            "metrics": MetricRecord({"num-examples": int(labels.sum()),
-                                     "train-loss": float(loss.detach())}),
-        })
+        grads, _ = split_shared_private({n: p.grad for n, p in model.named_parameters()})
+        upload = {"item_ids": item_ids, **{n: g.numpy() for n, g in grads.items()}}
+        return upload, {"num-examples": int(labels.sum()), "train-loss": float(loss.detach())}
 
-    def evaluate(self, content: RecordDict, state: RecordDict) -> RecordDict:
-        shared = {k: v.numpy() for k, v in content.array_records["arrays"].items()}
-        model, _ = self._model(shared, shared[ITEM_TABLES[0]].shape[0], state)
+    def evaluate(self, shared: Arrays, own: Arrays, state) -> tuple[Arrays, dict[str, float]]:
+        """Ranking metric sums and counts of this client's users under the shared model."""
+        private = self._private(state)
+        model = NeuMF.from_arrays({**shared, **{k: private[k] for k in USER_TABLES}})
         with torch.no_grad():
             sums = evaluate_users(model, self.data, self.users, self.head_fraction)
-        return RecordDict({"metrics": MetricRecord(sums)})
+        return {}, sums
+
+
+def _without(arrays: Arrays, key: str) -> Arrays:
+    return {k: v for k, v in arrays.items() if k != key}
 
 
 def chunked_bce(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:

@@ -36,8 +36,8 @@ class Federation:
 
     For recommendation a row is a user (``train_parts[k]`` = user ids of client k, and
     ``test_parts`` is the same list: a user's test item stays with the user). For tabular
-    data a row is a sample; train and test splits are partitioned with the same seed so that
-    each client's test rows follow its training distribution (same Dirichlet proportions).
+    data a row is a sample; ``train_parts[k]`` indexes the training split and
+    ``test_parts[k]`` the test split.
     """
 
     dataset: Interactions | Tabular
@@ -72,8 +72,14 @@ def _load_cached(key: str) -> Federation:
         return Federation(data, parts, parts)
     data = load_dataset(spec["dataset"], data_dir, seed=spec["data.seed"],
                         test_fraction=spec["data.test_fraction"])
-    return Federation(data, _partition_samples(data.y_train, data.s_train, spec),
-                      _partition_samples(data.y_test, data.s_test, spec))
+    # One partition over train and test rows together, then split back: each client's test
+    # rows follow the same value proportions as its training rows (same Dirichlet draw, same
+    # hetero correlation), and min_size counts a client's rows of both splits.
+    n_train = len(data.y_train)
+    parts = _partition_samples(np.concatenate([data.y_train, data.y_test]),
+                               np.concatenate([data.s_train, data.s_test]), spec)
+    return Federation(data, [p[p < n_train] for p in parts], [p[p >= n_train] - n_train
+                                                               for p in parts])
 
 
 def _partition_users(data: Interactions, spec: Mapping[str, Any]) -> list[np.ndarray]:

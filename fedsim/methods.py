@@ -16,6 +16,7 @@ from clients.fedavg import FedAvgClient
 from clients.fedncf import FedNCFClient
 from fedsim.federation import Federation
 from fedsim.models import make_classifier
+from fedsim.protocol import node_count
 from strategies.base import PartitionedStrategy
 from strategies.fedavg import FedAvg
 from strategies.fedncf import FedNCF
@@ -30,7 +31,9 @@ class Method:
 
 
 def _common(spec: Mapping[str, Any], federation: Federation, on_round) -> dict[str, Any]:
-    return {"num_partitions": federation.num_clients, "fraction_train": spec["fraction"],
+    return {"num_partitions": federation.num_clients,
+            "num_nodes": node_count(spec["nodes"], federation.num_clients),
+            "fraction_train": spec["fraction"],
             "seed": spec["seed"], "evaluate_every": spec["eval_every"],
             "message_config": {"spec": json.dumps(dict(spec))}, "on_round": on_round}
 

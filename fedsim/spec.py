@@ -38,16 +38,17 @@ class Key:
     def allowed(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
-        kind = type(self.default).__name__
+        kind = {"bool": "a bool", "int": "an int", "float": "a float", "str": "a string"}[
+            type(self.default).__name__]
         if self.low is None and self.high is None:
-            return f"a {kind}"
+            return kind
         lo = "" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
         hi = "" if self.high is None else f"{self.high:g}]"
         if self.low is not None and self.high is not None:
-            return f"a {kind} in {lo}, {hi}"
+            return f"{kind} in {lo}, {hi}"
         if self.low is not None:
-            return f"a {kind} {'>' if self.low_open else '>='} {self.low:g}"
-        return f"a {kind} <= {self.high:g}"
+            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        return f"{kind} <= {self.high:g}"
 
 
 METHODS = ("fedavg", "fedncf")
@@ -76,6 +77,9 @@ SCHEMA: dict[str, Key] = {
     "num_clients": Key(0, "Number of clients. 0 = derived from the data (natural: one client per "
                        "partition.ids_per_client users; single: 1). Required (> 0) for iid, "
                        "dirichlet and hetero.", low=0, high=1_000_000),
+    "nodes": Key(16, "Simulated Flower nodes hosting the clients (node i hosts the clients p with "
+                  "p % nodes == i; capped at the number of clients). Results do not depend on it; "
+                  "speed does. 0 = one node per client.", low=0, high=1_000_000),
     "eval_every": Key(1, "Evaluate every this many rounds (the last round is always evaluated).",
                       low=1, high=100_000),
     "data_dir": Key("", "Directory holding the dataset folders; empty = FEDSIM_DATA_DIR, then the "

@@ -13,40 +13,45 @@ counts the local ones (max and mean over clients), see :mod:`fedsim.metrics.fair
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
+import numpy as np
+from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy.strategy_utils import aggregate_arrayrecords, aggregate_metricrecords
 
 from fedsim.metrics import global_and_local
+from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy
 
 
 class FedAvg(PartitionedStrategy):
     """Example-weighted model averaging over partition-sampled clients.
 
-    Parameters are those of :class:`~strategies.base.PartitionedStrategy`. Client replies must
-    hold one ArrayRecord "arrays" (the model) and a MetricRecord "metrics" with "num-examples".
+    Parameters are those of :class:`~strategies.base.PartitionedStrategy`. Each client's train
+    reply holds its model arrays and the metrics "num-examples" and "train-loss"; its
+    evaluation reply holds the array "confusion".
     """
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        return [self.message({"arrays": arrays}, self.partition_to_node[p], MessageType.TRAIN,
-                             server_round) for p in self.sample(server_round)]
+        return self.instructions(MessageType.TRAIN, server_round, self.sample(server_round),
+                                 shared=arrays)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid = [reply.content for reply in self.valid_replies(replies)]
-        if not valid:
+        clients = self.collect(replies)
+        if not clients:
             return None, None
-        metrics = aggregate_metricrecords(valid, "num-examples")
-        self.record_train({"train_loss": float(metrics["train-loss"])})
-        return aggregate_arrayrecords(valid, "num-examples"), metrics
+        weights = np.array([c.metrics["num-examples"] for c in clients], dtype=np.float64)
+        weights /= weights.sum()
+        average = {name: sum(w * c.arrays[name] for w, c in zip(weights, clients))
+                   for name in clients[0].arrays}
+        metrics = {"train_loss": float(sum(w * c.metrics["train-loss"]
+                                           for w, c in zip(weights, clients)))}
+        self.record_train(metrics)
+        return (ArrayRecord({k: Array(v.astype(clients[0].arrays[k].dtype))
+                             for k, v in average.items()}), MetricRecord(metrics))
 
-    def evaluate_content(self, arrays: ArrayRecord) -> dict[str, Any]:
-        return {"arrays": arrays}
-
-    def evaluation_metrics(self, replies: list[Message]) -> dict[str, float]:
-        counts = [reply.content.array_records["arrays"]["confusion"].numpy() for reply in replies]
+    def evaluation_metrics(self, replies: list[ClientReply]) -> dict[str, float]:
+        # A client without test rows has no local gaps; it is left out of the local max/mean.
+        counts = [c.arrays["confusion"] for c in replies if c.arrays["confusion"].sum() > 0]
         return global_and_local(counts)

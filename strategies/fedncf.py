@@ -11,14 +11,14 @@ rows its round sample needs (its positives and this round's negatives; the uploa
 same set), and receives only those rows plus the dense layers. Evaluation sends the full shared
 model, since ranking needs every item.
 
-Messages
---------
-- ``query.rows`` reply: ArrayRecord "arrays" {"item_ids": int64 [n]}.
-- train: ArrayRecord "arrays" {"item_ids", "item_gmf.weight" [n, d], "item_mlp.weight" [n, d'],
-  dense tensors}; reply: the same keys holding gradients, and MetricRecord "metrics"
-  {"num-examples", "train-loss"}.
-- evaluate: ArrayRecord "arrays" with the full shared state dict; reply: MetricRecord "metrics"
-  of metric sums and counts (see :mod:`clients.ranking_eval`).
+Messages (layout of :mod:`fedsim.protocol`; per-client arrays are keyed "<partition>/<name>")
+---------------------------------------------------------------------------------------------
+- ``query.rows``: no arrays; each client replies "item_ids" (int64 [n]).
+- train: "arrays" = the dense layers; per client "item_ids", "item_gmf.weight" [n, d],
+  "item_mlp.weight" [n, d']; each client replies the gradients under the same names (and
+  "item_ids"), with metrics "num-examples" (positives) and "train-loss".
+- evaluate: "arrays" = the full shared state dict; each client replies metric sums and counts
+  (:mod:`clients.ranking_eval`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from flwr.serverapp import Grid
 from clients.ranking_eval import means_from_sums
 from fedsim.models import NeuMF
 from fedsim.models.neumf import ITEM_TABLES, split_shared_private
+from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy
 
 ROWS = f"{MessageType.QUERY}.rows"
@@ -73,47 +74,40 @@ class FedNCF(PartitionedStrategy):
     # --- training ------------------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        nodes = [self.partition_to_node[p] for p in self.sample(server_round)]
-        asks = [self.message({}, node, ROWS, server_round) for node in nodes]
-        rows = {reply.metadata.src_node_id: reply.content.array_records["arrays"]["item_ids"].numpy()
-                for reply in self.valid_replies(grid.send_and_receive(asks, timeout=self.timeout))}
-        # Dense layers are the same for everyone: serialise them once per round.
-        dense = {k: Array(v.numpy()) for k, v in self.params.items() if k not in ITEM_TABLES}
-        messages = []
-        for node, item_ids in rows.items():
+        asks = self.instructions(ROWS, server_round, self.sample(server_round))
+        rows = {c.partition: c.arrays["item_ids"]
+                for c in self.collect(grid.send_and_receive(asks, timeout=self.timeout))}
+        dense = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()
+                             if k not in ITEM_TABLES})
+        per_client = {}
+        for partition, item_ids in rows.items():
             index = torch.from_numpy(item_ids)
-            payload = {"item_ids": Array(item_ids), **dense}
-            payload.update({k: Array(self.params[k][index].numpy()) for k in ITEM_TABLES})
-            messages.append(self.message({"arrays": ArrayRecord(payload)}, node,
-                                         MessageType.TRAIN, server_round))
-        return messages
+            per_client[partition] = {"item_ids": item_ids,
+                                     **{k: self.params[k][index].numpy() for k in ITEM_TABLES}}
+        return self.instructions(MessageType.TRAIN, server_round, sorted(rows), shared=dense,
+                                 per_client=per_client)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        valid = self.valid_replies(replies)
-        if not valid:
+        clients = self.collect(replies)
+        if not clients:
             return None, None
-        gradient = mean_sparse_gradient(self.params, [r.content.array_records["arrays"]
-                                                      for r in valid])
+        gradient = mean_sparse_gradient(self.params, [c.arrays for c in clients])
         self.optimizer.zero_grad()
         for name, param in self.params.items():
             param.grad = gradient[name]
         self.optimizer.step()
-        examples = [r.content.metric_records["metrics"]["num-examples"] for r in valid]
-        losses = [r.content.metric_records["metrics"]["train-loss"] for r in valid]
-        metrics = {"train_loss": float(np.mean(losses)), "train_clients": len(valid),
-                   "train_positives": int(np.sum(examples))}
+        metrics = {"train_loss": float(np.mean([c.metrics["train-loss"] for c in clients])),
+                   "train_clients": len(clients),
+                   "train_positives": int(sum(c.metrics["num-examples"] for c in clients))}
         self.record_train(metrics)
         return ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()}), MetricRecord(metrics)
 
     # --- evaluation ------------------------------------------------------------------------------
-    def evaluate_content(self, arrays: ArrayRecord) -> dict[str, Any]:
-        return {"arrays": arrays}
-
-    def evaluation_metrics(self, replies: list[Message]) -> dict[str, float]:
+    def evaluation_metrics(self, replies: list[ClientReply]) -> dict[str, float]:
         sums: dict[str, float] = {}
         for reply in replies:
-            for name, value in reply.content.metric_records["metrics"].items():
+            for name, value in reply.metrics.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
         return means_from_sums(sums)
 
@@ -130,7 +124,7 @@ class FedNCF(PartitionedStrategy):
 
 
 def mean_sparse_gradient(params: dict[str, torch.Tensor],
-                         uploads: list[ArrayRecord]) -> dict[str, torch.Tensor]:
+                         uploads: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
     """Mean over uploads of item-sparse gradients, as a dense gradient per parameter.
 
     Item-table gradients arrive as rows for ``item_ids``; the mean divides by the number of
@@ -138,9 +132,9 @@ def mean_sparse_gradient(params: dict[str, torch.Tensor],
     """
     total = {name: torch.zeros_like(p) for name, p in params.items()}
     for upload in uploads:
-        index = torch.from_numpy(upload["item_ids"].numpy())
+        index = torch.from_numpy(upload["item_ids"])
         for name in params:
-            grad = torch.from_numpy(upload[name].numpy())
+            grad = torch.from_numpy(upload[name])
             if name in ITEM_TABLES:
                 total[name].index_add_(0, index, grad)
             else:

@@ -12,6 +12,7 @@ server never builds the user tables; clients never hold the full item table duri
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,12 +54,39 @@ class NeuMF(nn.Module):
         mlp = self.mlp(torch.cat([self.user_mlp(users), self.item_mlp(items)], dim=-1))
         return self.head(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
 
-    def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """Logits of every local item for each of `users`: [len(users), num_items]."""
-        n, m = len(users), self.item_gmf.num_embeddings
-        u = users.repeat_interleave(m)
-        i = torch.arange(m).repeat(n)
-        return self.forward(u, i).view(n, m)
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "NeuMF":
+        """A model holding exactly `arrays` (a full state dict: local user and item rows).
+
+        Sizes are read off the arrays and the embedding tables wrap them without the random
+        initialisation a fresh module would spend on tables it overwrites at once.
+        """
+        factor_dim = arrays["user_gmf.weight"].shape[1]
+        mlp_layers = sum(1 for k in arrays if k.startswith("mlp.") and k.endswith(".weight"))
+        model = cls(0, 0, factor_dim, mlp_layers)
+        for name in ("user_gmf", "user_mlp", "item_gmf", "item_mlp"):
+            table = torch.tensor(arrays[f"{name}.weight"])
+            setattr(model, name, nn.Embedding.from_pretrained(table, freeze=False))
+        model.load_state_dict({k: torch.tensor(v) for k, v in arrays.items()})
+        return model
+
+    def score_all(self, users: torch.Tensor, chunk: int = 64) -> torch.Tensor:
+        """Logits of every local item for each of `users`: [len(users), num_items].
+
+        Equal to ``forward`` on all (user, item) pairs, but the first tower layer is split into
+        its user and item halves, so the item half is computed once for all users.
+        """
+        first = self.mlp[0]
+        user_dim = self.user_mlp.embedding_dim
+        item_part = self.item_mlp.weight @ first.weight[:, user_dim:].T        # [M, h]
+        scores = []
+        for start in range(0, len(users), chunk):
+            batch = users[start:start + chunk]
+            user_part = self.user_mlp(batch) @ first.weight[:, :user_dim].T + first.bias
+            tower = self.mlp[1:](user_part[:, None, :] + item_part[None])       # [b, M, h']
+            gmf = self.user_gmf(batch)[:, None, :] * self.item_gmf.weight[None]
+            scores.append(self.head(torch.cat([gmf, tower], dim=-1)).squeeze(-1))
+        return torch.cat(scores) if scores else torch.zeros(0, self.item_gmf.num_embeddings)
 
 
 def split_shared_private(state: dict[str, torch.Tensor]):

@@ -1,0 +1,44 @@
+"""summary.json selection rules and the files a run leaves."""
+
+import json
+import math
+
+from fedsim.runner.results import RunRecorder, build_summary
+from fedsim.spec import resolve
+
+SPEC = resolve({"rounds": 3})
+HISTORY = [
+    {"round": 0, "hr@10": 0.9, "val_hr@10": 0.9, "bytes_up": 0, "bytes_down": 10},
+    {"round": 1, "hr@10": 0.3, "val_hr@10": 0.5, "failures": 1, "bytes_up": 5, "bytes_down": 20},
+    {"round": 2, "hr@10": 0.6, "val_hr@10": 0.4, "bytes_up": 9, "bytes_down": 30},
+    {"round": 3, "hr@10": 0.5, "val_hr@10": float("nan"), "bytes_up": 12, "bytes_down": 40},
+]
+
+
+def test_best_rounds_are_selected_on_test_and_on_validation_after_round_zero():
+    summary = build_summary(SPEC, HISTORY, "hr@10", num_clients=7, wall_seconds=1.0)
+    assert summary["best_test"]["round"] == 2  # round 0 (the initial model) never counts
+    assert summary["best_test"]["metrics"]["hr@10"] == 0.6
+    assert summary["best_val"]["round"] == 1 and summary["best_val"]["selected_on"] == "val_hr@10"
+    assert summary["final"]["hr@10"] == 0.5
+    assert (summary["bytes_up"], summary["bytes_down"], summary["failures"]) == (12, 40, 1)
+    assert summary["num_clients"] == 7 and summary["spec"] == SPEC
+
+
+def test_no_validation_split_gives_null_best_val():
+    history = [{k: v for k, v in r.items() if not k.startswith("val_")} for r in HISTORY]
+    assert build_summary(SPEC, history, "hr@10", 7, 1.0)["best_val"] is None
+
+
+def test_recorder_writes_valid_json_files_with_nan_as_null(tmp_path):
+    recorder = RunRecorder(tmp_path, SPEC, "hr@10")
+    for record in HISTORY:
+        recorder.on_round(record)
+    recorder.finish(num_clients=7)
+    lines = [json.loads(line) for line in (tmp_path / "metrics.jsonl").open()]
+    assert [r["round"] for r in lines] == [0, 1, 2, 3]
+    assert lines[3]["val_hr@10"] is None
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["schema_version"] == 1 and summary["best_test"]["round"] == 2
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+    assert not any(isinstance(v, float) and math.isnan(v) for v in summary["final"].values())
