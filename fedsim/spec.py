@@ -51,14 +51,17 @@ class Key:
         return f"{kind} <= {self.high:g}"
 
 
-METHODS = ("fedavg", "fedncf")
+# Method -> the task it solves; a method's dataset and model must be of that task.
+METHOD_TASKS = {"fedavg": "classification", "fedncf": "recommendation"}
+METHODS = tuple(METHOD_TASKS)
 DATASETS = (
     "synthetic-rec", "filmtrust", "amazon-video", "lastfm-2k", "movielens-100k",
     "synthetic-tabular", "adult", "compas", "bank",
 )
 RECOMMENDATION_DATASETS = DATASETS[:5]
 PARTITIONERS = ("natural", "iid", "dirichlet", "hetero", "single")
-MODELS = ("neumf", "logreg", "mlp")
+MODEL_TASKS = {"neumf": "recommendation", "logreg": "classification", "mlp": "classification"}
+MODELS = tuple(MODEL_TASKS)
 
 SCHEMA: dict[str, Key] = {
     # --- what runs ---------------------------------------------------------------------
@@ -178,14 +181,12 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, bool | int 
 
 def _check_combination(spec: Mapping[str, Any]) -> None:
     recommendation = spec["dataset"] in RECOMMENDATION_DATASETS
-    if recommendation != (spec["model"] == "neumf"):
-        allowed = "'neumf'" if recommendation else "'logreg' or 'mlp'"
-        raise SpecError(f"model = {spec['model']!r} does not fit dataset = {spec['dataset']!r}: "
-                        f"expected {allowed}")
-    if recommendation != (spec["method"] == "fedncf"):
-        allowed = "'fedncf'" if recommendation else "'fedavg'"
-        raise SpecError(f"method = {spec['method']!r} does not fit dataset = "
-                        f"{spec['dataset']!r}: expected {allowed}")
+    task = "recommendation" if recommendation else "classification"
+    for key, tasks in (("model", MODEL_TASKS), ("method", METHOD_TASKS)):
+        if tasks[spec[key]] != task:
+            allowed = " or ".join(repr(name) for name, t in tasks.items() if t == task)
+            raise SpecError(f"{key} = {spec[key]!r} does not fit dataset = {spec['dataset']!r} "
+                            f"({task}): expected {allowed}")
     if spec["partitioner"] == "natural" and not recommendation:
         raise SpecError(f"partitioner = 'natural' needs a recommendation dataset (one client per "
                         f"user); dataset = {spec['dataset']!r} is tabular: use iid, dirichlet, "
