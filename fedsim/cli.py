@@ -8,7 +8,6 @@ Without SPEC it runs the embedded default (FedNCF on the synthetic recommendatio
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from fedsim import spec as specs
@@ -47,20 +46,26 @@ def main(argv: list[str] | None = None) -> int:
         print(specs.markdown_reference(), end="")
         return 0
     from fedsim.data import DataError
-    from fedsim.runner.progress import RoundProgress
+    from fedsim.runner.progress import RoundProgress, describe
     from fedsim.runner.simulation import simulate
 
     try:
         spec = resolve_run_spec(args)
         title = f"{spec['method']} on {spec['dataset']}"
         with RoundProgress(spec["rounds"], title) as progress:
-            summary = simulate(spec, on_record=progress)
+            summary, out = simulate(spec, on_record=progress)
     except (specs.SpecError, DataError, ValueError) as err:
         print(f"fedsim: error: {err}", file=sys.stderr)
         return 2
-    print(json.dumps({k: summary[k] for k in ("method", "dataset", "num_clients", "rounds",
-                                              "wall_seconds", "best_test", "final")}, indent=2))
-    print(f"results: {spec['out_dir'] or 'runs/'} (summary.json, metrics.jsonl, curves.png)")
+    print(f"{summary['method']} on {summary['dataset']}: {summary['num_clients']} clients, "
+          f"{summary['rounds']} rounds, {summary['wall_seconds']:.1f} s")
+    for selection in ("best_test", "best_val", "final"):
+        chosen = summary[selection]
+        if chosen:
+            metrics = chosen.get("metrics", chosen)
+            where = f" (round {chosen['round']})" if "round" in chosen else ""
+            print(f"  {selection}{where}: {describe(metrics)}")
+    print(f"results: {out} (summary.json, metrics.jsonl, curves.png)")
     return 0
 
 

@@ -12,7 +12,8 @@ from tests.helpers import run_fake
 def test_ray_simulation_writes_results_and_matches_the_in_process_run(tmp_path):
     overrides = {"dataset": "synthetic-rec", "rounds": 2, "fraction": 0.05, "nodes": 4,
                  "eval_every": 2}
-    summary = simulate(resolve(overrides), out_dir=tmp_path)
+    summary, out = simulate(resolve(overrides), out_dir=tmp_path)
+    assert out == tmp_path.resolve()
 
     for name in ("config.toml", "metrics.jsonl", "summary.json", "curves.png"):
         assert (tmp_path / name).stat().st_size > 0, name

@@ -9,8 +9,8 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-SHOWN = ("hr@10", "ndcg@10", "val_hr@10", "hr@10_full", "accuracy", "dp_global", "dp_local_max",
-         "train_loss")
+SHOWN = ("hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full", "val_hr@10", "accuracy", "dp_global",
+         "dp_local_max", "train_loss")
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -38,8 +38,9 @@ def backend_config(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def simulate(spec: Mapping[str, Any], out_dir: str | Path | None = None,
-             on_record: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Run `spec` to the end; return its summary (also written to ``out_dir/summary.json``)."""
+             on_record: Callable[[dict[str, Any]], None] | None = None
+             ) -> tuple[dict[str, Any], Path]:
+    """Run `spec` to the end; return its summary and the directory holding the results."""
     from flwr.simulation import run_simulation
 
     from fedsim.app.client_app import app as client_app
@@ -60,4 +61,4 @@ def simulate(spec: Mapping[str, Any], out_dir: str | Path | None = None,
                        num_supernodes=node_count(spec["nodes"], federation.num_clients), backend_config=backend_config(spec))
     if not summary:
         raise RuntimeError(f"the simulation ended without a summary; partial results in {out}")
-    return summary
+    return summary, out
