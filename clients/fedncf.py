@@ -1,4 +1,4 @@
-"""FedNCF client: one FedSGD step of NeuMF on the client's users (FedRecGEL authors' protocol).
+"""FedNCF/FedMF client: one FedSGD step on the client's users (FedRecGEL authors' protocol).
 
 Per round (../shared/research/fedrecgel.md §1.3-1.4, with rho = 0):
 - samples: every training positive of the client's users, shuffled, each followed by
@@ -9,6 +9,10 @@ Per round (../shared/research/fedrecgel.md §1.3-1.4, with rho = 0):
 - private update: the user embeddings take a step of a persistent Adam (``client_lr``);
 - upload: the gradient of the shared parameters (touched item rows + dense layers), not weights.
 
+The backbone is the spec's ``model`` (NeuMF for FedNCF, MF for FedMF); the class only relies on
+its table ownership (:class:`fedsim.models.recommender.Recommender`). Subclasses change how the
+gradients of one round are taken (:meth:`FedNCFClient.gradients`; FedRecGEL adds SAM passes).
+
 The client's round sample is a pure function of (seed, partition id, round), so the server can
 first ask which item rows a client needs ("query.rows") and then send only those rows.
 Private state (user embeddings and their Adam moments) lives in the node's Context state and
@@ -17,6 +21,7 @@ never enters a reply.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Mapping
 
 import numpy as np
@@ -24,12 +29,10 @@ import torch
 
 from clients.ranking_eval import evaluate_users
 from fedsim.federation import load_federation
-from fedsim.models import NeuMF
-from fedsim.models.neumf import split_shared_private
+from fedsim.models import Recommender, backbone
 from fedsim.optim import load_adam, save_adam
 
 Arrays = dict[str, np.ndarray]
-USER_TABLES = ("user_gmf.weight", "user_mlp.weight")
 
 
 class FedNCFClient:
@@ -41,8 +44,10 @@ class FedNCFClient:
         self.users = federation.train_parts[partition_id]
         self.partition_id = partition_id
         self.seed = spec["seed"]
-        self.factor_dim = spec["neumf.factor_dim"]
-        self.mlp_layers = spec["neumf.mlp_layers"]
+        self.backbone, sizes = backbone(spec)
+        # Widths of the private tables, read off an empty model of the spec's sizes.
+        self.user_widths = {k: v.shape[1] for k, v in self.backbone(0, 0, **sizes).state_dict()
+                            .items() if k in self.backbone.USER_TABLES}
         self.client_lr = spec["fedncf.client_lr"]
         self.negatives = spec["fedncf.train_negatives"]
         self.chunk_size = spec["fedncf.chunk_size"]
@@ -77,48 +82,60 @@ class FedNCFClient:
             return saved
         # First contact: N(0, 0.01²) user embeddings, seeded by (seed, partition) like every draw.
         rng = np.random.default_rng([self.seed, self.partition_id, 0xE4B])
-        mlp_dim = self.factor_dim * 2 ** (self.mlp_layers - 1)
-        n = len(self.users)
-        return {"user_gmf.weight": rng.normal(0, 0.01, (n, self.factor_dim)).astype(np.float32),
-                "user_mlp.weight": rng.normal(0, 0.01, (n, mlp_dim)).astype(np.float32)}
+        return {name: rng.normal(0, 0.01, (len(self.users), self.user_widths[name]))
+                .astype(np.float32) for name in self.backbone.USER_TABLES}
 
     # --- message handlers ---------------------------------------------------------------------
     def train(self, shared: Arrays, own: Arrays, state, server_round: int
               ) -> tuple[Arrays, dict[str, float]]:
         """One FedSGD step: returns the shared-parameter gradient and updates the private state.
 
-        `shared` holds the dense layers, `own` the item rows this client asked for ("item_ids",
-        "item_gmf.weight", "item_mlp.weight"); `state` is this client's private store.
+        `shared` holds the dense layers, `own` the item rows this client asked for ("item_ids"
+        and the backbone's item tables); `state` is this client's private store.
         """
         item_ids = own["item_ids"]
         private = self._private(state)
-        model = NeuMF.from_arrays({**shared, **_without(own, "item_ids"),
-                                   **{k: private[k] for k in USER_TABLES}})
+        user_tables = self.backbone.USER_TABLES
+        model = self.backbone.from_arrays({**shared, **_without(own, "item_ids"),
+                                           **{k: private[k] for k in user_tables}})
         users, items, labels = self.round_sample(server_round)
         local_items = np.searchsorted(item_ids, items)
         if not np.array_equal(item_ids[np.minimum(local_items, len(item_ids) - 1)], items):
             raise ValueError(f"partition {self.partition_id}: the item rows received do not "
                              "cover this round's sample")
-        logits = model(torch.from_numpy(users), torch.from_numpy(local_items))
-        loss = chunked_bce(logits, torch.from_numpy(labels), self.chunk_size)
-        loss.backward()
+        users_t, items_t, labels_t = (torch.from_numpy(a) for a in (users, local_items, labels))
+        loss, grads = self.gradients(
+            model, lambda: chunked_bce(model(users_t, items_t), labels_t, self.chunk_size))
 
-        optimizer = torch.optim.Adam([model.user_gmf.weight, model.user_mlp.weight],
-                                     lr=self.client_lr)
+        user_params = [model.get_parameter(k) for k in user_tables]
+        for name, param in zip(user_tables, user_params):
+            param.grad = grads[name]
+        optimizer = torch.optim.Adam(user_params, lr=self.client_lr)
         load_adam(optimizer, {k[5:]: v for k, v in private.items() if k.startswith("adam.")})
         optimizer.step()
-        state.save({"user_gmf.weight": model.user_gmf.weight.detach().numpy(),
-                    "user_mlp.weight": model.user_mlp.weight.detach().numpy(),
+        state.save({**{k: p.detach().numpy() for k, p in zip(user_tables, user_params)},
                     **{f"adam.{k}": v for k, v in save_adam(optimizer).items()}})
 
-        grads, _ = split_shared_private({n: p.grad for n, p in model.named_parameters()})
-        upload = {"item_ids": item_ids, **{n: g.numpy() for n, g in grads.items()}}
+        upload, _ = self.backbone.split(grads)
+        upload = {"item_ids": item_ids, **{n: g.numpy() for n, g in upload.items()}}
         return upload, {"num-examples": int(labels.sum()), "train-loss": float(loss.detach())}
+
+    def gradients(self, model: Recommender, loss_fn: Callable[[], torch.Tensor]
+                  ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """(loss, gradient of every parameter by name) of this round's sample: one plain pass.
+
+        `loss_fn` recomputes the round's loss on the same sample, for methods that need the
+        gradient at more than one point.
+        """
+        names, params = zip(*model.named_parameters())
+        loss = loss_fn()
+        return loss, dict(zip(names, torch.autograd.grad(loss, params)))
 
     def evaluate(self, shared: Arrays, own: Arrays, state) -> tuple[Arrays, dict[str, float]]:
         """Ranking metric sums and counts of this client's users under the shared model."""
         private = self._private(state)
-        model = NeuMF.from_arrays({**shared, **{k: private[k] for k in USER_TABLES}})
+        model = self.backbone.from_arrays({**shared, **{k: private[k]
+                                                        for k in self.backbone.USER_TABLES}})
         with torch.no_grad():
             sums = evaluate_users(model, self.data, self.users, self.head_fraction)
         return {}, sums

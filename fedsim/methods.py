@@ -13,13 +13,19 @@ from typing import Any, Mapping
 from flwr.app import ArrayRecord
 
 from clients.fedavg import FedAvgClient
+from clients.fedfact import FedFACTPostClient
+from clients.fedfact_in import FedFACTInClient
 from clients.fedncf import FedNCFClient
+from clients.fedrecgel import FedRecGELClient
 from fedsim.federation import Federation
-from fedsim.models import make_classifier
+from fedsim.models import backbone, make_classifier
 from fedsim.protocol import node_count
 from strategies.base import PartitionedStrategy
 from strategies.fedavg import FedAvg
+from strategies.fedfact import FedFACTPost
+from strategies.fedfact_in import FedFACTIn
 from strategies.fedncf import FedNCF
+from strategies.fedrecgel import FedRecGEL
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,11 @@ def _common(spec: Mapping[str, Any], federation: Federation, on_round) -> dict[s
             "message_config": {"spec": json.dumps(dict(spec))}, "on_round": on_round}
 
 
+def _fedfact(spec: Mapping[str, Any]) -> dict[str, Any]:
+    """Arguments of both FedFACT strategies."""
+    return {name: spec[f"fedfact.{name}"] for name in ("variant", "criterion", "dual_lr", "bound")}
+
+
 def _classifier_arrays(spec: Mapping[str, Any], federation: Federation) -> ArrayRecord:
     import torch
 
@@ -45,6 +56,17 @@ def _classifier_arrays(spec: Mapping[str, Any], federation: Federation) -> Array
     data = federation.dataset
     return ArrayRecord(make_classifier(spec["model"], data.num_features, data.num_classes,
                                        spec["mlp.hidden"]).state_dict())
+
+
+def _recommender_arrays(spec: Mapping[str, Any], federation: Federation) -> ArrayRecord:
+    model, sizes = backbone(spec)
+    return FedNCF.initial_arrays(federation.dataset.num_items, spec["seed"], model, **sizes)
+
+
+def _fedsgd(spec: Mapping[str, Any], federation: Federation, on_round) -> dict[str, Any]:
+    """Arguments of the FedSGD + server Adam strategies (FedNCF, FedMF, FedRecGEL)."""
+    return {"server_lr": spec["fedncf.server_lr"], "item_tables": backbone(spec)[0].ITEM_TABLES,
+            **_common(spec, federation, on_round)}
 
 
 METHODS: dict[str, Method] = {
@@ -56,11 +78,38 @@ METHODS: dict[str, Method] = {
     ),
     "fedncf": Method(
         client=FedNCFClient,
-        build=lambda spec, fed, on_round: FedNCF(server_lr=spec["fedncf.server_lr"],
-                                                 **_common(spec, fed, on_round)),
-        initial_arrays=lambda spec, fed: FedNCF.initial_arrays(
-            fed.dataset.num_items, spec["neumf.factor_dim"], spec["neumf.mlp_layers"],
-            spec["seed"]),
+        build=lambda spec, fed, on_round: FedNCF(**_fedsgd(spec, fed, on_round)),
+        initial_arrays=_recommender_arrays,
         headline="hr@10",
+    ),
+    # FedNCF's client and server on the MF backbone (the spec must say model = "mf").
+    "fedmf": Method(
+        client=FedNCFClient,
+        build=lambda spec, fed, on_round: FedNCF(**_fedsgd(spec, fed, on_round)),
+        initial_arrays=_recommender_arrays,
+        headline="hr@10",
+    ),
+    "fedrecgel": Method(
+        client=FedRecGELClient,
+        build=lambda spec, fed, on_round: FedRecGEL(
+            item_centric=spec["fedrecgel.item_centric"], **_fedsgd(spec, fed, on_round)),
+        initial_arrays=_recommender_arrays,
+        headline="hr@10",
+    ),
+    "fedfact_post": Method(
+        client=FedFACTPostClient,
+        build=lambda spec, fed, on_round: FedFACTPost(
+            pretrain_rounds=spec["fedfact.pretrain_rounds"], **_fedfact(spec),
+            **_common(spec, fed, on_round)),
+        initial_arrays=_classifier_arrays,
+        headline="accuracy",
+    ),
+    "fedfact_in": Method(
+        client=FedFACTInClient,
+        build=lambda spec, fed, on_round: FedFACTIn(
+            xi_global=spec["fedfact.xi_global"], **_fedfact(spec),
+            **_common(spec, fed, on_round)),
+        initial_arrays=_classifier_arrays,
+        headline="accuracy",
     ),
 }

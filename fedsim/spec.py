@@ -52,7 +52,9 @@ class Key:
 
 
 # Method -> the task it solves; a method's dataset and model must be of that task.
-METHOD_TASKS = {"fedavg": "classification", "fedncf": "recommendation"}
+METHOD_TASKS = {"fedavg": "classification", "fedncf": "recommendation",
+                "fedmf": "recommendation", "fedrecgel": "recommendation",
+                "fedfact_post": "classification", "fedfact_in": "classification"}
 METHODS = tuple(METHOD_TASKS)
 DATASETS = (
     "synthetic-rec", "filmtrust", "amazon-video", "lastfm-2k", "movielens-100k",
@@ -60,7 +62,10 @@ DATASETS = (
 )
 RECOMMENDATION_DATASETS = DATASETS[:5]
 PARTITIONERS = ("natural", "iid", "dirichlet", "hetero", "single")
-MODEL_TASKS = {"neumf": "recommendation", "logreg": "classification", "mlp": "classification"}
+MODEL_TASKS = {"neumf": "recommendation", "mf": "recommendation", "logreg": "classification",
+               "mlp": "classification"}
+# Methods tied to one backbone (the others take any model of their task).
+METHOD_MODELS = {"fedncf": "neumf", "fedmf": "mf"}
 MODELS = tuple(MODEL_TASKS)
 
 SCHEMA: dict[str, Key] = {
@@ -69,7 +74,8 @@ SCHEMA: dict[str, Key] = {
     "dataset": Key("synthetic-rec", "Dataset name (see the README's dataset table).", DATASETS),
     "partitioner": Key("natural", "How rows (users for recommendation, samples for tabular "
                        "data) are split into clients.", PARTITIONERS),
-    "model": Key("neumf", "Model: neumf for recommendation; logreg or mlp for tabular data.",
+    "model": Key("neumf", "Model: neumf or mf for recommendation (fedncf needs neumf, fedmf "
+                 "needs mf, fedrecgel takes either); logreg or mlp for tabular data.",
                  MODELS),
     "rounds": Key(20, "Number of federated rounds.", low=1, high=100_000),
     "seed": Key(0, "Training seed: model init, client sampling, negatives, local batches.",
@@ -119,6 +125,7 @@ SCHEMA: dict[str, Key] = {
     "neumf.factor_dim": Key(32, "NeuMF: GMF embedding size; the MLP embedding size is "
                             "factor_dim * 2**(mlp_layers - 1).", low=1, high=4096),
     "neumf.mlp_layers": Key(3, "NeuMF: number of MLP tower layers.", low=1, high=8),
+    "mf.factor_dim": Key(32, "MF: user and item embedding size.", low=1, high=4096),
     "mlp.hidden": Key(32, "mlp: hidden units of the one-hidden-layer classifier.", low=1,
                       high=100_000),
     # --- runtime -----------------------------------------------------------------------------
@@ -142,6 +149,44 @@ SCHEMA: dict[str, Key] = {
     "fedncf.chunk_size": Key(128, "FedNCF: the loss is the sum over chunks of this many samples "
                              "of the chunk-mean BCE, as in the authors' code.", low=1,
                              high=1_000_000),
+    "fedrecgel.rho_sh": Key(0.02, "FedRecGEL: SAM radius of the shared group (item rows, MLP "
+                            "tower, head; joint norm). 0 = no shared SAM pass. Server lr, client "
+                            "lr, negatives and chunk size are the fedncf.* keys.", low=0.0,
+                            high=100.0),
+    "fedrecgel.rho_ns": Key(0.02, "FedRecGEL: SAM radius of the private user embeddings (joint "
+                            "norm). 0 = no private SAM pass.", low=0.0, high=100.0),
+    "fedrecgel.item_centric": Key(False, "FedRecGEL: our item-centric mode: one SAM perturbation "
+                                  "of norm rho_sh per item row, and item rows averaged on the "
+                                  "server over the clients that touched the item. false = the "
+                                  "authors' algorithm."),
+    "fedfact.pretrain_rounds": Key(10, "FedFACT post: FedAvg rounds (fedavg.* keys) before the "
+                                   "dual stage; the remaining rounds optimise the duals.", low=0,
+                                   high=100_000),
+    "fedfact.variant": Key("gl", "FedFACT: active constraints: global (g), local (l) or both.",
+                           ("g", "l", "gl")),
+    "fedfact.criterion": Key("dp", "FedFACT: fairness criterion (group-vs-population form): "
+                             "demographic parity, equal opportunity or equalized odds.",
+                             ("dp", "eop", "eo")),
+    "fedfact.xi_global": Key(0.01, "FedFACT: allowed global disparity xi_g (0 = exact parity).",
+                             low=0.0, high=1.0),
+    "fedfact.xi_local": Key(0.01, "FedFACT: allowed local disparity xi_l at every client.",
+                            low=0.0, high=1.0),
+    "fedfact.bound": Key(5.0, "FedFACT: radius B_d of the L1 ball the duals are projected onto.",
+                         low=0.0, high=1e6, low_open=True),
+    "fedfact.beta": Key(0.1, "FedFACT post: temperature of the smoothed max in the dual "
+                        "objective.", low=0.0, high=100.0, low_open=True),
+    "fedfact.dual_lr": Key(0.2, "FedFACT: step size of the dual updates (server lambda; client "
+                           "mu_k, taken on mu_k / p_k).", low=0.0, high=1e6, low_open=True),
+    "fedfact.group_calibration": Key("auto", "FedFACT post: shift the model's class scores per "
+                                     "sensitive group to each client's group label rates "
+                                     "before calibrating; auto = on for eop/eo (their plug-in "
+                                     "rates use the scores as label probabilities), off for dp.",
+                                     ("auto", "on", "off")),
+    "fedfact.weight_lr": Key(0.3, "FedFACT in: rate of the exponentiated-weights update of the "
+                             "mixture weight of shared and personal model.", low=0.0,
+                             high=1e6),
+    "fedfact.local_steps": Key(20, "FedFACT post: projected gradient steps on the local duals "
+                               "per round.", low=1, high=100_000),
 }
 
 DEFAULTS: dict[str, bool | int | float | str] = {k: key.default for k, key in SCHEMA.items()}
@@ -200,6 +245,12 @@ def _check_combination(spec: Mapping[str, Any]) -> None:
     if spec["partitioner"] == "single" and spec["num_clients"] not in (0, 1):
         raise SpecError(f"num_clients = {spec['num_clients']}: partitioner = 'single' means "
                         "exactly 1 client (set 0 or 1)")
+    if spec["method"] == "fedfact_post" and spec["fedfact.pretrain_rounds"] >= spec["rounds"]:
+        raise SpecError(f"fedfact.pretrain_rounds = {spec['fedfact.pretrain_rounds']} leaves no "
+                        f"post-processing round: expected < rounds = {spec['rounds']}")
+    if spec["method"] in METHOD_MODELS and spec["model"] != METHOD_MODELS[spec["method"]]:
+        raise SpecError(f"model = {spec['model']!r} does not fit method = {spec['method']!r}: "
+                        f"expected {METHOD_MODELS[spec['method']]!r}")
     if spec["partition.low"] > spec["partition.high"]:
         raise SpecError(f"partition.low = {spec['partition.low']} > partition.high = "
                         f"{spec['partition.high']}: expected low <= high")

@@ -38,7 +38,11 @@ class FedAvg(PartitionedStrategy):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        clients = self.collect(replies)
+        return self.average(self.collect(replies))
+
+    def average(self, clients: list[ClientReply]
+                ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """Example-weighted mean of the clients' arrays and train losses (recorded)."""
         if not clients:
             return None, None
         weights = np.array([c.metrics["num-examples"] for c in clients], dtype=np.float64)

@@ -23,7 +23,7 @@ Messages (layout of :mod:`fedsim.protocol`; per-client arrays are keyed "<partit
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -32,8 +32,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 
 from clients.ranking_eval import means_from_sums
-from fedsim.models import NeuMF
-from fedsim.models.neumf import ITEM_TABLES, split_shared_private
+from fedsim.models import NeuMF, Recommender
 from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy
 
@@ -47,22 +46,28 @@ class FedNCF(PartitionedStrategy):
     ----------
     server_lr : float (default: 0.001)
         Learning rate of the persistent server Adam.
+    item_tables : sequence of str (default: NeuMF's)
+        Names of the item-embedding tables (sent and aggregated row by row); the backbone's
+        ``ITEM_TABLES``, so the same strategy serves NeuMF (FedNCF) and MF (FedMF).
     **kwargs
         Those of :class:`~strategies.base.PartitionedStrategy`.
     """
 
-    def __init__(self, *, server_lr: float = 1e-3, **kwargs: Any):
+    def __init__(self, *, server_lr: float = 1e-3,
+                 item_tables: Sequence[str] = NeuMF.ITEM_TABLES, **kwargs: Any):
         super().__init__(**kwargs)
         self.server_lr = server_lr
+        self.item_tables = tuple(item_tables)
         self.params: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Adam | None = None
 
     @staticmethod
-    def initial_arrays(num_items: int, factor_dim: int = 32, mlp_layers: int = 3,
-                       seed: int = 0) -> ArrayRecord:
-        """Shared NeuMF parameters initialised as in the authors' code, from `seed`."""
+    def initial_arrays(num_items: int, seed: int = 0, backbone: type[Recommender] = NeuMF,
+                       **sizes: Any) -> ArrayRecord:
+        """Shared parameters of `backbone` (sizes as its constructor's) initialised as in the
+        authors' code, from `seed`."""
         torch.manual_seed(seed)
-        shared, _ = split_shared_private(NeuMF(1, num_items, factor_dim, mlp_layers).state_dict())
+        shared, _ = backbone.split(backbone(1, num_items, **sizes).state_dict())
         return ArrayRecord(shared)
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
@@ -78,12 +83,12 @@ class FedNCF(PartitionedStrategy):
         rows = {c.partition: c.arrays["item_ids"]
                 for c in self.collect(grid.send_and_receive(asks, timeout=self.timeout))}
         dense = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()
-                             if k not in ITEM_TABLES})
+                             if k not in self.item_tables})
         per_client = {}
         for partition, item_ids in rows.items():
             index = torch.from_numpy(item_ids)
             per_client[partition] = {"item_ids": item_ids,
-                                     **{k: self.params[k][index].numpy() for k in ITEM_TABLES}}
+                                     **{k: self.params[k][index].numpy() for k in self.item_tables}}
         return self.instructions(MessageType.TRAIN, server_round, sorted(rows), shared=dense,
                                  per_client=per_client)
 
@@ -92,7 +97,7 @@ class FedNCF(PartitionedStrategy):
         clients = self.collect(replies)
         if not clients:
             return None, None
-        gradient = mean_sparse_gradient(self.params, [c.arrays for c in clients])
+        gradient = self.mean_gradient([c.arrays for c in clients])
         self.optimizer.zero_grad()
         for name, param in self.params.items():
             param.grad = gradient[name]
@@ -102,6 +107,10 @@ class FedNCF(PartitionedStrategy):
                    "train_positives": int(sum(c.metrics["num-examples"] for c in clients))}
         self.record_train(metrics)
         return ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()}), MetricRecord(metrics)
+
+    def mean_gradient(self, uploads: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+        """The gradient the server Adam steps on: the authors' mean over all replies."""
+        return mean_sparse_gradient(self.params, uploads, self.item_tables)
 
     # --- evaluation ------------------------------------------------------------------------------
     def evaluation_metrics(self, replies: list[ClientReply]) -> dict[str, float]:
@@ -123,20 +132,46 @@ class FedNCF(PartitionedStrategy):
             self.optimizer.load_state_dict(state["optimizer"])
 
 
-def mean_sparse_gradient(params: dict[str, torch.Tensor],
-                         uploads: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+
+def sum_sparse_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
+                        item_tables: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Sum over uploads of item-sparse gradients as dense tensors, and per item the number of
+    uploads that touched it (the two divisors of the means below)."""
+    total = {name: torch.zeros_like(p) for name, p in params.items()}
+    touches = torch.zeros(len(params[item_tables[0]]))
+    for upload in uploads:
+        index = torch.from_numpy(upload["item_ids"])
+        touches[index] += 1
+        for name in params:
+            grad = torch.from_numpy(upload[name])
+            if name in item_tables:
+                total[name].index_add_(0, index, grad)
+            else:
+                total[name] += grad
+    return total, touches
+
+
+def mean_sparse_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
+                         item_tables: Sequence[str]) -> dict[str, torch.Tensor]:
     """Mean over uploads of item-sparse gradients, as a dense gradient per parameter.
 
     Item-table gradients arrive as rows for ``item_ids``; the mean divides by the number of
     uploads, so an item's missing rows count as zeros (the authors' dense mean with zero rows).
     """
-    total = {name: torch.zeros_like(p) for name, p in params.items()}
-    for upload in uploads:
-        index = torch.from_numpy(upload["item_ids"])
-        for name in params:
-            grad = torch.from_numpy(upload[name])
-            if name in ITEM_TABLES:
-                total[name].index_add_(0, index, grad)
-            else:
-                total[name] += grad
+    total, _ = sum_sparse_gradient(params, uploads, item_tables)
     return {name: g / len(uploads) for name, g in total.items()}
+
+
+def per_item_mean_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
+                           item_tables: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Like :func:`mean_sparse_gradient`, but each item row is averaged over the uploads that
+    touched that item (untouched rows stay zero); dense layers are still averaged over all.
+
+    The authors' divisor (all replies) shrinks a rarely sampled item's gradient by the share of
+    clients that saw it; this mean treats every item as its own task, the item-centred view of
+    FedRecGEL's abstract (our improvement, not in their code).
+    """
+    total, touches = sum_sparse_gradient(params, uploads, item_tables)
+    per_item = touches.clamp(min=1)[:, None]
+    return {name: g / per_item if name in item_tables else g / len(uploads)
+            for name, g in total.items()}

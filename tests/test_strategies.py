@@ -57,7 +57,7 @@ def test_item_sparse_mean_equals_dense_mean_with_zero_rows():
             full[name][ids] = upload[name]
         uploads.append(upload)
         dense.append(full)
-    mean = mean_sparse_gradient(params, uploads)
+    mean = mean_sparse_gradient(params, uploads, ("item_gmf.weight", "item_mlp.weight"))
     for name in params:
         expected = np.mean([d[name] for d in dense], axis=0)
         np.testing.assert_allclose(mean[name].numpy(), expected, rtol=1e-6, atol=1e-7)

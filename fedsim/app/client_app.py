@@ -87,6 +87,12 @@ def rows(msg: Message, context: Context) -> Message:
         {"item_ids": client.needed_items(rnd)}, {}))
 
 
+@app.query("counts")
+def counts(msg: Message, context: Context) -> Message:
+    return _for_each_client(msg, context, lambda client, shared, own, state, rnd: (
+        client.counts(), {}))
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     return _for_each_client(msg, context, lambda client, shared, own, state, rnd:

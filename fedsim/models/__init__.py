@@ -1,6 +1,9 @@
 """Models shared by federated and centralized runs."""
 
-from fedsim.models.neumf import NeuMF, SHARED_PREFIXES, split_shared_private
+from fedsim.models.backbones import RECOMMENDERS, backbone
+from fedsim.models.mf import MF
+from fedsim.models.neumf import NeuMF
+from fedsim.models.recommender import Recommender
 from fedsim.models.tabular import make_classifier
 
-__all__ = ["NeuMF", "SHARED_PREFIXES", "split_shared_private", "make_classifier"]
+__all__ = ["MF", "NeuMF", "RECOMMENDERS", "Recommender", "backbone", "make_classifier"]

@@ -16,12 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-# State-dict prefixes of the parameters the server owns and aggregates; the rest is private.
-SHARED_PREFIXES = ("item_gmf.", "item_mlp.", "mlp.", "head.")
-ITEM_TABLES = ("item_gmf.weight", "item_mlp.weight")
+from fedsim.models.recommender import Recommender
 
 
-class NeuMF(nn.Module):
+class NeuMF(Recommender):
+    USER_TABLES = ("user_gmf.weight", "user_mlp.weight")
+    ITEM_TABLES = ("item_gmf.weight", "item_mlp.weight")
+    # The parameters the server owns and aggregates; the user tables are private.
+    SHARED_PREFIXES = ("item_gmf.", "item_mlp.", "mlp.", "head.")
+
     def __init__(self, num_users: int, num_items: int, factor_dim: int = 32, mlp_layers: int = 3):
         super().__init__()
         mlp_dim = factor_dim * 2 ** (mlp_layers - 1)
@@ -55,20 +58,10 @@ class NeuMF(nn.Module):
         return self.head(torch.cat([gmf, mlp], dim=-1)).squeeze(-1)
 
     @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "NeuMF":
-        """A model holding exactly `arrays` (a full state dict: local user and item rows).
-
-        Sizes are read off the arrays and the embedding tables wrap them without the random
-        initialisation a fresh module would spend on tables it overwrites at once.
-        """
-        factor_dim = arrays["user_gmf.weight"].shape[1]
-        mlp_layers = sum(1 for k in arrays if k.startswith("mlp.") and k.endswith(".weight"))
-        model = cls(0, 0, factor_dim, mlp_layers)
-        for name in ("user_gmf", "user_mlp", "item_gmf", "item_mlp"):
-            table = torch.tensor(arrays[f"{name}.weight"])
-            setattr(model, name, nn.Embedding.from_pretrained(table, freeze=False))
-        model.load_state_dict({k: torch.tensor(v) for k, v in arrays.items()})
-        return model
+    def sizes_of(cls, arrays: dict[str, np.ndarray]) -> dict[str, int]:
+        return {"factor_dim": arrays["user_gmf.weight"].shape[1],
+                "mlp_layers": sum(1 for k in arrays
+                                  if k.startswith("mlp.") and k.endswith(".weight"))}
 
     def score_all(self, users: torch.Tensor, chunk: int = 64) -> torch.Tensor:
         """Logits of every local item for each of `users`: [len(users), num_items].
@@ -88,9 +81,3 @@ class NeuMF(nn.Module):
             scores.append(self.head(torch.cat([gmf, tower], dim=-1)).squeeze(-1))
         return torch.cat(scores) if scores else torch.zeros(0, self.item_gmf.num_embeddings)
 
-
-def split_shared_private(state: dict[str, torch.Tensor]):
-    """Split a NeuMF state dict into (shared, private) by SHARED_PREFIXES."""
-    shared = {k: v for k, v in state.items() if k.startswith(SHARED_PREFIXES)}
-    private = {k: v for k, v in state.items() if not k.startswith(SHARED_PREFIXES)}
-    return shared, private

@@ -1,0 +1,1 @@
+"""Fairness interventions (as opposed to fairness *metrics*, in :mod:`fedsim.metrics`)."""
