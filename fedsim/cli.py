@@ -1,6 +1,7 @@
 """The ``fedsim`` command.
 
     fedsim run [SPEC.toml] [--out DIR] [--data-dir DIR] [--set key=value ...]
+    fedsim run --resume DIR
 
 Without SPEC it runs the embedded default (FedNCF on the synthetic recommendation set).
 """
@@ -24,11 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                      help="override a spec key, e.g. --set fedncf.server_lr=0.01 (repeatable)")
     run.add_argument("--ray-address", help="attach to an existing Ray cluster (also RAY_ADDRESS)")
+    run.add_argument("--resume", metavar="DIR", help="continue the run whose results are in DIR "
+                     "from its last checkpoint (its config.toml is the spec)")
     commands.add_parser("keys", help="print the reference of every spec key (Markdown)")
     return parser
 
 
 def resolve_run_spec(args: argparse.Namespace) -> dict:
+    if args.resume:
+        if args.spec or args.set or args.out:
+            raise specs.SpecError("--resume DIR continues the run as it was specified: give no "
+                                  "SPEC, --set or --out with it")
+        return specs.resolve({**specs.load_file(f"{args.resume}/config.toml"),
+                              "out_dir": str(args.resume)})
     overrides = specs.load_file(args.spec) if args.spec else {}
     overrides.update(specs.parse_set(args.set))
     if args.data_dir:
@@ -53,8 +62,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = resolve_run_spec(args)
         title = f"{spec['method']} on {spec['dataset']}"
         with RoundProgress(spec["rounds"], title) as progress:
-            summary, out = simulate(spec, on_record=progress)
-    except (specs.SpecError, DataError, ValueError) as err:
+            summary, out = simulate(spec, on_record=progress, resume=bool(args.resume))
+    except (specs.SpecError, DataError, ValueError, FileNotFoundError) as err:
         print(f"fedsim: error: {err}", file=sys.stderr)
         return 2
     print(f"{summary['method']} on {summary['dataset']}: {summary['num_clients']} clients, "

@@ -31,17 +31,24 @@ from strategies.fedrecgel import FedRecGEL
 @dataclass(frozen=True)
 class Method:
     client: type
-    build: Callable[[Mapping[str, Any], Federation, Callable | None], PartitionedStrategy]
+    # build(spec, federation, runtime): runtime = {"run_id": str, "on_round": callable or None}
+    build: Callable[[Mapping[str, Any], Federation, dict[str, Any]], PartitionedStrategy]
     initial_arrays: Callable[[Mapping[str, Any], Federation], ArrayRecord]
     headline: str  # metric that selects the best round ("best_test"; "val_" + it for "best_val")
 
 
-def _common(spec: Mapping[str, Any], federation: Federation, on_round) -> dict[str, Any]:
+def _common(spec: Mapping[str, Any], federation: Federation,
+            runtime: dict[str, Any]) -> dict[str, Any]:
+    """Arguments every strategy takes. The clients get the spec and the run id (which names
+    their private-state store) in every message."""
     return {"num_partitions": federation.num_clients,
             "num_nodes": node_count(spec["nodes"], federation.num_clients),
             "fraction_train": spec["fraction"],
             "seed": spec["seed"], "evaluate_every": spec["eval_every"],
-            "message_config": {"spec": json.dumps(dict(spec))}, "on_round": on_round}
+            "round_timeout": spec["round_timeout"], "min_replies": spec["min_replies"],
+            "max_reply_bytes": int(spec["max_reply_mb"] * 2**20),
+            "message_config": {"spec": json.dumps(dict(spec)), "run-id": runtime["run_id"]},
+            "on_round": runtime.get("on_round")}
 
 
 def _fedfact(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -63,52 +70,53 @@ def _recommender_arrays(spec: Mapping[str, Any], federation: Federation) -> Arra
     return FedNCF.initial_arrays(federation.dataset.num_items, spec["seed"], model, **sizes)
 
 
-def _fedsgd(spec: Mapping[str, Any], federation: Federation, on_round) -> dict[str, Any]:
+def _fedsgd(spec: Mapping[str, Any], federation: Federation,
+            runtime: dict[str, Any]) -> dict[str, Any]:
     """Arguments of the FedSGD + server Adam strategies (FedNCF, FedMF, FedRecGEL)."""
     return {"server_lr": spec["fedncf.server_lr"], "item_tables": backbone(spec)[0].ITEM_TABLES,
-            **_common(spec, federation, on_round)}
+            **_common(spec, federation, runtime)}
 
 
 METHODS: dict[str, Method] = {
     "fedavg": Method(
         client=FedAvgClient,
-        build=lambda spec, fed, on_round: FedAvg(**_common(spec, fed, on_round)),
+        build=lambda spec, fed, runtime: FedAvg(**_common(spec, fed, runtime)),
         initial_arrays=_classifier_arrays,
         headline="accuracy",
     ),
     "fedncf": Method(
         client=FedNCFClient,
-        build=lambda spec, fed, on_round: FedNCF(**_fedsgd(spec, fed, on_round)),
+        build=lambda spec, fed, runtime: FedNCF(**_fedsgd(spec, fed, runtime)),
         initial_arrays=_recommender_arrays,
         headline="hr@10",
     ),
     # FedNCF's client and server on the MF backbone (the spec must say model = "mf").
     "fedmf": Method(
         client=FedNCFClient,
-        build=lambda spec, fed, on_round: FedNCF(**_fedsgd(spec, fed, on_round)),
+        build=lambda spec, fed, runtime: FedNCF(**_fedsgd(spec, fed, runtime)),
         initial_arrays=_recommender_arrays,
         headline="hr@10",
     ),
     "fedrecgel": Method(
         client=FedRecGELClient,
-        build=lambda spec, fed, on_round: FedRecGEL(
-            item_centric=spec["fedrecgel.item_centric"], **_fedsgd(spec, fed, on_round)),
+        build=lambda spec, fed, runtime: FedRecGEL(
+            item_centric=spec["fedrecgel.item_centric"], **_fedsgd(spec, fed, runtime)),
         initial_arrays=_recommender_arrays,
         headline="hr@10",
     ),
     "fedfact_post": Method(
         client=FedFACTPostClient,
-        build=lambda spec, fed, on_round: FedFACTPost(
+        build=lambda spec, fed, runtime: FedFACTPost(
             pretrain_rounds=spec["fedfact.pretrain_rounds"], **_fedfact(spec),
-            **_common(spec, fed, on_round)),
+            **_common(spec, fed, runtime)),
         initial_arrays=_classifier_arrays,
         headline="accuracy",
     ),
     "fedfact_in": Method(
         client=FedFACTInClient,
-        build=lambda spec, fed, on_round: FedFACTIn(
+        build=lambda spec, fed, runtime: FedFACTIn(
             xi_global=spec["fedfact.xi_global"], **_fedfact(spec),
-            **_common(spec, fed, on_round)),
+            **_common(spec, fed, runtime)),
         initial_arrays=_classifier_arrays,
         headline="accuracy",
     ),

@@ -129,6 +129,23 @@ SCHEMA: dict[str, Key] = {
     "mlp.hidden": Key(32, "mlp: hidden units of the one-hidden-layer classifier.", low=1,
                       high=100_000),
     # --- runtime -----------------------------------------------------------------------------
+    "state_dir": Key("", "Node-local directory for the clients' private state (user embeddings, "
+                     "personal models, local duals), one file per client and round; empty = "
+                     "<out_dir>/client_state."),
+    "round_timeout": Key(3600.0, "Seconds the server waits for replies in each phase of a round; "
+                         "clients that have not replied by then count as failed.", low=0.0,
+                         high=1e7, low_open=True),
+    "min_replies": Key(0.0, "Fraction of the clients asked to train whose valid replies a round "
+                       "needs to count; below it the model is left unchanged.", low=0.0,
+                       high=1.0),
+    "max_reply_mb": Key(64.0, "Largest array payload (MiB) accepted from one client in one "
+                        "reply; larger replies are rejected.", low=0.0, high=1e6, low_open=True),
+    "faults.rate": Key(0.0, "Injected failures: probability that a client fails a training "
+                       "round (drawn from seed, client and round).", low=0.0, high=1.0),
+    "faults.kind": Key("exception", "Injected failure: raise an exception, or straggle "
+                       "(reply after faults.delay seconds).", ("exception", "straggler")),
+    "faults.delay": Key(5.0, "Seconds an injected straggler waits before replying.", low=0.0,
+                        high=1e6),
     "ray.client_cpus": Key(1, "CPUs reserved per simulated client actor (actors = CPUs / this).",
                            low=1, high=1024),
     "ray.address": Key("", "Address of an existing Ray cluster to attach to (also RAY_ADDRESS); "

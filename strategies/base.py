@@ -1,8 +1,9 @@
-"""The base every fedsim strategy shares: partition-aware, reproducible, accountable.
+"""The base every fedsim strategy shares: partition-aware, reproducible, accountable, resumable.
 
 Flower's own strategies sample nodes with ``random.sample`` over a set of random node ids, so
-client selection cannot be reproduced across runs (../shared/research/flower.md §1.9, §5).
-:class:`PartitionedStrategy` fixes that and adds what experiments need:
+client selection cannot be reproduced across runs (../shared/research/flower.md §1.9, §5), and
+Flower's round loop cannot resume. :class:`PartitionedStrategy` fixes both and adds what
+experiments need:
 
 - logical clients: a node may host several clients (partitions); every message goes to a node
   and addresses a list of its clients (layout in :mod:`fedsim.protocol`);
@@ -11,23 +12,30 @@ client selection cannot be reproduced across runs (../shared/research/flower.md 
   "partition-ids"); clients are then sampled *by partition id* with ``default_rng([seed, round])``
   and replies are aggregated in partition order, so results do not depend on node ids or on how
   clients are spread over nodes;
-- round-0 evaluation, so learning curves start from the initial model;
+- the round loop: Flower's sequence (configure/aggregate train, configure/aggregate evaluate,
+  ``evaluate_fn``) preceded by a round-0 evaluation, startable at any round (``start_round``) and
+  followed after every round by an optional ``on_checkpoint(round, arrays)`` hook;
+- robustness: every phase waits at most ``round_timeout`` seconds; clients that fail, time out or
+  send a malformed update (non-finite values, wrong shapes, item ids out of range, more than
+  ``max_reply_bytes``) are left out and counted; a training round whose valid replies fall below
+  ``min_replies`` (a fraction of the clients asked) does not count: the model stays as it was;
 - accounting: bytes of array payload each way as the clients would see it (arrays shared by
   the clients of a node count once per client), for training (every message of the round
-  before evaluation) and for evaluation apart; failed clients per round;
-- history: one record per round (train and evaluation metrics, bytes, failures, seconds),
-  handed to an optional ``on_round`` callback as soon as the round ends, so nothing is lost if
-  a run dies later.
+  before evaluation) and for evaluation apart;
+- history: one record per round (train and evaluation metrics, bytes, failures, rejections,
+  seconds), handed to an optional ``on_round`` callback as soon as the round ends.
 
 A subclass writes ``configure_train``/``aggregate_train`` (with :meth:`instructions` and
-:meth:`collect`) and two evaluation hooks: ``evaluate_shared`` (the arrays every client
-receives) and ``evaluation_metrics`` (client replies -> metrics). Every message carries
-``message_config`` (plain scalars) in its "config" record; fedsim's runner puts the experiment
-spec there so stateless clients can rebuild their data.
+:meth:`collect`), two evaluation hooks, ``evaluate_shared`` (the arrays every client receives)
+and ``evaluation_metrics`` (client replies -> metrics), and may add ``check_reply`` (its own
+shape rules) and extend ``state_dict``/``load_state_dict`` (its server state). Every message
+carries ``message_config`` (plain scalars) in its "config" record; fedsim's runner puts the
+experiment spec there so stateless clients can rebuild their data.
 """
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
@@ -46,7 +54,7 @@ DISCOVER = f"{MessageType.QUERY}.discover"
 
 
 class PartitionedStrategy(Strategy):
-    """Base strategy: discovery, seeded sampling by partition id, accounting, history.
+    """Base strategy: discovery, seeded sampling by partition id, robust resumable round loop.
 
     Parameters
     ----------
@@ -64,6 +72,14 @@ class PartitionedStrategy(Strategy):
         Scalars added to the "config" record of every message (fedsim sends the spec here).
     on_round : callable, optional
         ``on_round(record: dict)`` called at the end of every round (and round 0).
+    on_checkpoint : callable, optional
+        ``on_checkpoint(round, arrays)`` called after every round, once its record is kept.
+    round_timeout : float (default: 3600)
+        Seconds each phase waits for replies; clients that have not replied by then failed.
+    min_replies : float (default: 0)
+        Fraction of the clients asked to train whose valid replies a round needs to count.
+    max_reply_bytes : int (default: 64 MiB)
+        Largest array payload accepted from one logical client in one reply.
     node_wait_timeout : float (default: 600)
         Seconds to wait for all nodes to register before failing.
     """
@@ -72,11 +88,15 @@ class PartitionedStrategy(Strategy):
                  fraction_train: float = 0.1, seed: int = 0, evaluate_every: int = 1,
                  message_config: dict[str, Any] | None = None,
                  on_round: Callable[[dict[str, Any]], None] | None = None,
-                 node_wait_timeout: float = 600.0):
+                 on_checkpoint: Callable[[int, ArrayRecord], None] | None = None,
+                 round_timeout: float = 3600.0, min_replies: float = 0.0,
+                 max_reply_bytes: int = 64 << 20, node_wait_timeout: float = 600.0):
         if num_partitions < 1:
             raise ValueError(f"num_partitions = {num_partitions}: expected >= 1")
         if not 0.0 < fraction_train <= 1.0:
             raise ValueError(f"fraction_train = {fraction_train}: expected a value in (0, 1]")
+        if not 0.0 <= min_replies <= 1.0:
+            raise ValueError(f"min_replies = {min_replies}: expected a value in [0, 1]")
         self.num_partitions = num_partitions
         self.num_nodes = num_nodes or num_partitions
         self.fraction_train = fraction_train
@@ -84,12 +104,16 @@ class PartitionedStrategy(Strategy):
         self.evaluate_every = evaluate_every
         self.message_config = dict(message_config or {})
         self.on_round = on_round
+        self.on_checkpoint = on_checkpoint
+        self.round_timeout = round_timeout
+        self.min_replies = min_replies
+        self.max_reply_bytes = max_reply_bytes
         self.node_wait_timeout = node_wait_timeout
         self.partition_to_node: dict[int, int] = {}
         self.num_rounds = 0
-        self.timeout = 3600.0
         self.history: list[dict[str, Any]] = []
         self.bytes = {"up": 0, "down": 0, "eval_up": 0, "eval_down": 0}
+        self._phase = ""  # message type of the last instructions
         self._addressed: dict[int, list[int]] = {}  # node -> partitions of its last instruction
         self._round: dict[str, Any] = {}
         self._round_start = time.perf_counter()
@@ -102,6 +126,19 @@ class PartitionedStrategy(Strategy):
     def evaluation_metrics(self, replies: list[ClientReply]) -> dict[str, float]:
         """Aggregate the clients' evaluation replies into metrics."""
         raise NotImplementedError
+
+    def check_reply(self, reply: ClientReply) -> str | None:
+        """Why a client's reply to the current phase is malformed, or None if it is fine."""
+        return None
+
+    def state_dict(self) -> dict[str, Any]:
+        """Server state a checkpoint needs (subclasses add theirs); node ids are not kept:
+        a resumed run discovers its nodes anew."""
+        return {"history": [dict(r) for r in self.history], "bytes": dict(self.bytes)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history = [dict(r) for r in state["history"]]
+        self.bytes = dict(state["bytes"])
 
     # --- discovery and sampling ------------------------------------------------------------------
     def connect(self, grid: Grid) -> None:
@@ -143,6 +180,7 @@ class PartitionedStrategy(Strategy):
             by_node.setdefault(self.partition_to_node[partition], []).append(partition)
         shared_bytes = payload_bytes(shared) if shared is not None else 0
         direction = "eval_down" if message_type == MessageType.EVALUATE else "down"
+        self._phase, self._addressed = (message_type if by_node else ""), by_node
         messages = []
         for node, addressed in by_node.items():
             records: dict[str, Any] = {CONFIG: ConfigRecord({
@@ -153,48 +191,112 @@ class PartitionedStrategy(Strategy):
                 records[CLIENT_ARRAYS] = pack_arrays({p: per_client[p] for p in addressed})
                 self.bytes[direction] += payload_bytes(records[CLIENT_ARRAYS])
             self.bytes[direction] += shared_bytes * len(addressed)
-            self._addressed[node] = addressed
             messages.append(Message(RecordDict(records), dst_node_id=node,
                                     message_type=message_type))
         return messages
 
+    def exchange(self, grid: Grid, messages: Iterable[Message]) -> list[Message]:
+        """Send `messages` and wait at most ``round_timeout`` for their replies."""
+        messages = list(messages)
+        return list(grid.send_and_receive(messages, timeout=self.round_timeout)) if messages else []
+
     def collect(self, replies: Iterable[Message]) -> list[ClientReply]:
-        """Valid per-client replies in partition order; failed clients are counted and logged."""
+        """Valid per-client replies to the last instructions, in partition order.
+
+        Clients that failed, did not reply in time or sent a malformed reply are counted
+        ("failures", "rejected") and left out; for training, fewer valid replies than
+        ``min_replies`` of the clients asked returns none (the round does not count).
+        """
+        if not self._phase:  # nothing outstanding: the phase's instructions were empty
+            return []
         clients: list[ClientReply] = []
+        replied: set[int] = set()
+        evaluation = self._phase == MessageType.EVALUATE
         for reply in replies:
+            node = reply.metadata.src_node_id
+            replied.add(node)
             if reply.has_error():
-                lost = self._addressed.get(reply.metadata.src_node_id, [])
-                self._fail(lost, reply.error.reason)
+                self._count("failures", self._addressed.get(node, []), reply.error.reason)
                 continue
-            evaluation = reply.metadata.message_type == MessageType.EVALUATE
             self.bytes["eval_up" if evaluation else "up"] += payload_bytes(reply.content)
             valid, errors = read_reply(reply.content)
             for partition, reason in errors.items():
-                self._fail([partition], reason)
-            clients += valid
+                self._count("failures", [partition], reason)
+            for client in valid:
+                problem = self._problem(client)
+                if problem is None:
+                    clients.append(client)
+                else:
+                    self._count("rejected", [client.partition], problem)
+        for node in set(self._addressed) - replied:
+            self._count("failures", self._addressed[node],
+                        f"no reply within round_timeout = {self.round_timeout} s")
+        asked = sum(len(p) for p in self._addressed.values())
+        phase, self._phase = self._phase, ""
+        if phase == MessageType.TRAIN and len(clients) < math.ceil(self.min_replies * asked):
+            log(WARNING, "only %d of %d clients replied validly (min_replies = %s): the round "
+                "does not count", len(clients), asked, self.min_replies)
+            self._round["skipped"] = 1
+            return []
         return sorted(clients, key=lambda c: c.partition)
 
-    def _fail(self, partitions: list[int], reason: str) -> None:
-        self._round["failures"] = self._round.get("failures", 0) + len(partitions)
-        log(WARNING, "clients %s failed: %s", partitions[:5], reason.strip().splitlines()[-1:])
+    def _problem(self, reply: ClientReply) -> str | None:
+        size = sum(a.nbytes for a in reply.arrays.values())
+        if size > self.max_reply_bytes:
+            return f"{size} bytes of arrays, more than max_reply_bytes = {self.max_reply_bytes}"
+        for name, array in reply.arrays.items():
+            if array.dtype.kind == "f" and not np.isfinite(array).all():
+                return f"array {name!r} holds non-finite values"
+        if any(not math.isfinite(v) for v in reply.metrics.values()):
+            return "a metric is not finite"
+        return self.check_reply(reply)
+
+    def _count(self, kind: str, partitions: list[int], reason: str) -> None:
+        self._round[kind] = self._round.get(kind, 0) + len(partitions)
+        log(WARNING, "%s: clients %s: %s", kind, partitions[:5],
+            str(reason).strip().splitlines()[-1:])
 
     # --- the loop ------------------------------------------------------------------------------
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
-              timeout: float = 3600, train_config: ConfigRecord | None = None,
+              timeout: float | None = None, train_config: ConfigRecord | None = None,
               evaluate_config: ConfigRecord | None = None,
-              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None
-              ) -> Result:
-        """Discover partitions, evaluate round 0, then run Flower's round loop."""
+              evaluate_fn: Callable[[int, ArrayRecord], MetricRecord | None] | None = None,
+              *, start_round: int = 0) -> Result:
+        """Discover partitions, evaluate round 0, then run rounds ``start_round + 1`` to
+        ``num_rounds``; to resume, load the state first and pass the checkpoint's arrays.
+
+        `timeout` (Flower's argument) overrides ``round_timeout`` when given.
+        """
         self.num_rounds = num_rounds
-        self.timeout = timeout
+        if timeout is not None:
+            self.round_timeout = timeout
+        train_config = train_config or ConfigRecord()
+        evaluate_config = evaluate_config or ConfigRecord()
         if not self.partition_to_node:
             self.connect(grid)
+        result = Result()
+        arrays = result.arrays = initial_arrays
         self._round_start = time.perf_counter()
-        replies = grid.send_and_receive(
-            self.configure_evaluate(0, initial_arrays, ConfigRecord(), grid), timeout=timeout)
-        self.aggregate_evaluate(0, replies)
-        return super().start(grid, initial_arrays, num_rounds, timeout, train_config,
-                             evaluate_config, evaluate_fn)
+        if start_round == 0:
+            self.aggregate_evaluate(0, self.exchange(
+                grid, self.configure_evaluate(0, arrays, evaluate_config, grid)))
+        for server_round in range(start_round + 1, num_rounds + 1):
+            replies = self.exchange(grid, self.configure_train(server_round, arrays,
+                                                               train_config, grid))
+            new_arrays, train_metrics = self.aggregate_train(server_round, replies)
+            if new_arrays is not None:
+                arrays = result.arrays = new_arrays
+            if train_metrics is not None:
+                result.train_metrics_clientapp[server_round] = train_metrics
+            metrics = self.aggregate_evaluate(server_round, self.exchange(
+                grid, self.configure_evaluate(server_round, arrays, evaluate_config, grid)))
+            if metrics is not None:
+                result.evaluate_metrics_clientapp[server_round] = metrics
+            if evaluate_fn is not None and (served := evaluate_fn(server_round, arrays)):
+                result.evaluate_metrics_serverapp[server_round] = served
+            if self.on_checkpoint is not None:
+                self.on_checkpoint(server_round, arrays)
+        return result
 
     def record_train(self, metrics: dict[str, float]) -> None:
         """Keep this round's aggregated train metrics for its history record."""
@@ -215,6 +317,7 @@ class PartitionedStrategy(Strategy):
         metrics = self.evaluation_metrics(clients) if clients else {}
         record = {"round": server_round, **self._round, **metrics,
                   "failures": self._round.get("failures", 0),
+                  "rejected": self._round.get("rejected", 0),
                   **{f"bytes_{k}": v for k, v in self.bytes.items()},
                   "round_seconds": time.perf_counter() - self._round_start}
         self.history.append(record)

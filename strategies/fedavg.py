@@ -31,10 +31,28 @@ class FedAvg(PartitionedStrategy):
     evaluation reply holds the array "confusion".
     """
 
+    # Reply arrays besides the model that a subclass's clients add to their training replies.
+    extra_reply_arrays: tuple[str, ...] = ()
+    _expected: dict[str, tuple] = {}  # set by expect_model() each round
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        self.expect_model(arrays)
         return self.instructions(MessageType.TRAIN, server_round, self.sample(server_round),
                                  shared=arrays)
+
+    def expect_model(self, arrays: ArrayRecord) -> None:
+        """Remember the global model's layout, which trained models must keep."""
+        self._expected = {k: (tuple(v.shape), str(v.dtype)) for k, v in arrays.items()}
+
+    def check_reply(self, reply: ClientReply) -> str | None:
+        """A trained model must have the global model's arrays, shapes and dtypes."""
+        if self._phase != MessageType.TRAIN:
+            return None
+        got = {k: (tuple(v.shape), str(v.dtype)) for k, v in reply.arrays.items()
+               if k not in self.extra_reply_arrays}
+        return None if got == self._expected else (
+            f"model arrays {got} differ from the global model's {self._expected}")
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -48,7 +66,7 @@ class FedAvg(PartitionedStrategy):
         weights = np.array([c.metrics["num-examples"] for c in clients], dtype=np.float64)
         weights /= weights.sum()
         average = {name: sum(w * c.arrays[name] for w, c in zip(weights, clients))
-                   for name in clients[0].arrays}
+                   for name in clients[0].arrays if name not in self.extra_reply_arrays}
         metrics = {"train_loss": float(sum(w * c.metrics["train-loss"]
                                            for w, c in zip(weights, clients)))}
         self.record_train(metrics)

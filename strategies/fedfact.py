@@ -42,6 +42,7 @@ from flwr.serverapp import Grid
 
 from clients.fedfact import LAMBDA, POOLED
 from fedsim.fairness.calibration import CRITERIA, project_l1_ball
+from fedsim.protocol import ClientReply
 from strategies.fedavg import FedAvg
 
 COUNTS = f"{MessageType.QUERY}.counts"
@@ -79,10 +80,17 @@ class FedFACTStrategy(FedAvg):
         extra = {LAMBDA: Array(self.lam), POOLED: Array(self.pooled)}
         return ArrayRecord({**{k: v for k, v in arrays.items()}, **extra})
 
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "pooled": self.pooled, "lam": self.lam}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.pooled, self.lam = state["pooled"], state["lam"]
+
     def ask_counts(self, grid: Grid, server_round: int) -> None:
         """The one-off ``query.counts`` round: N[a, y] = Σ_k n_k[a, y]; λ starts at 0."""
         asks = self.instructions(COUNTS, server_round, range(self.num_partitions))
-        replies = self.collect(grid.send_and_receive(asks, timeout=self.timeout))
+        replies = self.collect(self.exchange(grid, asks))
         self.pooled = np.sum([c.arrays["counts"] for c in replies], axis=0)
         groups, classes = self.pooled.shape
         self.lam = np.zeros((2, len(CRITERIA[self.criterion]) * groups * classes))
@@ -111,6 +119,15 @@ class FedFACTPost(FedFACTStrategy):
             self.ask_counts(grid, server_round)
         return self.instructions(MessageType.TRAIN, server_round, range(self.num_partitions),
                                  shared=self.dual_arrays(arrays))
+
+    def check_reply(self, reply: ClientReply) -> str | None:
+        """Pre-training: FedAvg's rule; dual stage: a λ gradient shaped like λ."""
+        if self.pooled is None or self._phase != MessageType.TRAIN:
+            return super().check_reply(reply)
+        gradient = reply.arrays.get("grad_lambda")
+        if gradient is None or gradient.shape != self.lam.shape:
+            return f"grad_lambda: expected an array of shape {self.lam.shape}"
+        return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:

@@ -41,6 +41,8 @@ class FedFACTIn(FedFACTStrategy):
         Those of :class:`~strategies.fedfact.FedFACTStrategy`.
     """
 
+    extra_reply_arrays = ("disparity_global",)
+
     def __init__(self, *, xi_global: float = 0.01, **kwargs: Any):
         super().__init__(**kwargs)
         self.xi_global = xi_global
@@ -49,6 +51,7 @@ class FedFACTIn(FedFACTStrategy):
                         grid: Grid) -> Iterable[Message]:
         if self.pooled is None:
             self.ask_counts(grid, server_round)
+        self.expect_model(arrays)
         return self.instructions(MessageType.TRAIN, server_round, range(self.num_partitions),
                                  shared=self.dual_arrays(arrays))
 

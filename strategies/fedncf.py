@@ -60,6 +60,7 @@ class FedNCF(PartitionedStrategy):
         self.item_tables = tuple(item_tables)
         self.params: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Adam | None = None
+        self._sent: dict[int, np.ndarray] = {}  # partition -> item ids sent this round
 
     @staticmethod
     def initial_arrays(num_items: int, seed: int = 0, backbone: type[Recommender] = NeuMF,
@@ -71,26 +72,52 @@ class FedNCF(PartitionedStrategy):
         return ArrayRecord(shared)
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
-              timeout: float = 3600, *args: Any, **kwargs: Any):
-        self.params = {k: v.clone() for k, v in initial_arrays.to_torch_state_dict().items()}
-        self.optimizer = torch.optim.Adam(list(self.params.values()), lr=self.server_lr)
-        return super().start(grid, initial_arrays, num_rounds, timeout, *args, **kwargs)
+              *args: Any, **kwargs: Any):
+        if not self.params:  # a resumed run has loaded its parameters and optimizer already
+            self.params = {k: v.clone() for k, v in initial_arrays.to_torch_state_dict().items()}
+            self.optimizer = torch.optim.Adam(list(self.params.values()), lr=self.server_lr)
+        return super().start(grid, initial_arrays, num_rounds, *args, **kwargs)
 
     # --- training ------------------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         asks = self.instructions(ROWS, server_round, self.sample(server_round))
         rows = {c.partition: c.arrays["item_ids"]
-                for c in self.collect(grid.send_and_receive(asks, timeout=self.timeout))}
+                for c in self.collect(self.exchange(grid, asks))}
         dense = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()
                              if k not in self.item_tables})
         per_client = {}
+        self._sent = rows
         for partition, item_ids in rows.items():
             index = torch.from_numpy(item_ids)
             per_client[partition] = {"item_ids": item_ids,
                                      **{k: self.params[k][index].numpy() for k in self.item_tables}}
         return self.instructions(MessageType.TRAIN, server_round, sorted(rows), shared=dense,
                                  per_client=per_client)
+
+    def check_reply(self, reply: ClientReply) -> str | None:
+        """Row requests: unique int64 item ids of the catalogue. Uploads: exactly the rows sent,
+        and a float32 gradient of the right shape for every shared parameter."""
+        if self._phase == MessageType.EVALUATE:
+            return None
+        ids = reply.arrays.get("item_ids")
+        num_items = len(self.params[self.item_tables[0]])
+        if ids is None or ids.dtype != np.int64 or ids.ndim != 1:
+            return "item_ids missing or not a 1-d int64 array"
+        if ids.size and (ids.min() < 0 or ids.max() >= num_items):
+            return f"item ids outside [0, {num_items})"
+        if np.unique(ids).size != ids.size:
+            return "repeated item ids"
+        if self._phase == ROWS:
+            return None
+        if not np.array_equal(ids, self._sent.get(reply.partition)):
+            return "item_ids differ from the rows the client was sent"
+        for name, param in self.params.items():
+            grad = reply.arrays.get(name)
+            shape = (ids.size, *param.shape[1:]) if name in self.item_tables else tuple(param.shape)
+            if grad is None or grad.shape != shape or grad.dtype != np.float32:
+                return f"{name}: expected a float32 array of shape {shape}"
+        return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
@@ -122,10 +149,11 @@ class FedNCF(PartitionedStrategy):
 
     # --- checkpointing ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"params": {k: v.clone() for k, v in self.params.items()},
+        return {**super().state_dict(), "params": {k: v.clone() for k, v in self.params.items()},
                 "optimizer": self.optimizer.state_dict() if self.optimizer else None}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
         self.params = {k: v.clone() for k, v in state["params"].items()}
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=self.server_lr)
         if state["optimizer"] is not None:

@@ -1,12 +1,14 @@
 """An in-process Flower Grid for unit tests: strategies meet real ClientApps without Ray.
 
-Each node gets a partition id and its own Context (with persistent ``state``), exactly what a
-simulated SuperNode provides; ``send_and_receive`` calls the ClientApp directly, one message at a
-time. A whole ``strategy.start()`` then runs in well under a second of framework time.
+Each node gets a partition id and its own Context, exactly what a simulated SuperNode provides;
+``send_and_receive`` calls the ClientApp directly, one message at a time. A reply whose own call
+took longer than ``timeout`` is dropped, as a late reply is on a real grid where nodes run in
+parallel. A whole ``strategy.start()`` then runs in well under a second of framework time.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from flwr.app import Context, Message, RecordDict
@@ -57,6 +59,9 @@ class FakeGrid(Grid):
         for message in messages:
             self.sent.append(message)
             context = self.contexts[message.metadata.dst_node_id]
-            replies.append(self.client_app(message, context))
+            started = time.perf_counter()
+            reply = self.client_app(message, context)
+            if timeout is None or time.perf_counter() - started <= timeout:
+                replies.append(reply)
         self.replies += replies
         return replies

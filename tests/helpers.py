@@ -1,8 +1,14 @@
-"""Run a spec through a strategy on the in-process FakeGrid (no Ray)."""
+"""Run a spec through a strategy on the in-process FakeGrid (no Ray), and read what it left."""
 
 from __future__ import annotations
 
-from fedsim.app.client_app import app as client_app
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from fedsim.app.client_app import app as client_app, state_root
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
 from fedsim.protocol import node_count
@@ -11,12 +17,28 @@ from tests.fake_grid import FakeGrid
 
 
 def run_fake(overrides: dict, grid: FakeGrid | None = None):
-    """(strategy, history, grid) after running the resolved spec to its last round."""
+    """(strategy, history, grid) after running the resolved spec to its last round.
+
+    Without an ``out_dir`` override the clients' private state goes to a fresh temporary folder.
+    """
     spec = resolve(overrides)
+    spec["out_dir"] = spec["out_dir"] or tempfile.mkdtemp(prefix="fedsim-test-")
     federation = load_federation(spec)
     grid = grid or FakeGrid(client_app, node_count(spec["nodes"], federation.num_clients))
     method = METHODS[spec["method"]]
     history: list[dict] = []
-    strategy = method.build(spec, federation, history.append)
+    strategy = method.build(spec, federation, {"run_id": "test", "on_round": history.append})
     strategy.start(grid, method.initial_arrays(spec, federation), num_rounds=spec["rounds"])
     return strategy, history, grid
+
+
+def private_arrays(strategy) -> dict[int, dict[str, np.ndarray]]:
+    """The newest private state each client of the run saved (partition -> arrays)."""
+    spec = json.loads(strategy.message_config["spec"])
+    root = state_root(spec) / strategy.message_config["run-id"]
+    latest = {}
+    for folder in sorted(Path(root).iterdir()) if root.is_dir() else []:
+        newest = sorted(folder.glob("r*.npz"))[-1]
+        with np.load(newest) as saved:
+            latest[int(folder.name)] = {name: saved[name] for name in saved.files}
+    return latest

@@ -8,7 +8,7 @@ import torch
 
 from fedsim.fairness import calibration as cal
 from fedsim.metrics import fairness_gaps
-from tests.helpers import run_fake
+from tests.helpers import private_arrays, run_fake
 
 # One client of a 2-group, 2-class federation: own n_k[a, y] and pooled N[a, y] (n = 120).
 OWN = np.array([[30, 10], [10, 10]])
@@ -118,9 +118,8 @@ def test_a_global_dual_step_lowers_the_violated_disparity():
     assert 0 <= after[1] < before[1] - 0.03
 
 
-def _private_mu(grid):
-    return [record["mu"].numpy() for context in grid.contexts.values()
-            for key, record in context.state.array_records.items()]
+def _private_mu(strategy):
+    return [arrays["mu"] for arrays in private_arrays(strategy).values()]
 
 
 @pytest.mark.parametrize("criterion", ["dp", "eo"])
@@ -129,7 +128,7 @@ def test_post_processing_with_loose_constraints_reproduces_the_fedavg_argmax(cri
                                         "fedfact.xi_local": 1.0, "fedfact.criterion": criterion,
                                         "fedfact.group_calibration": "off"})
     assert not strategy.lam.any()
-    mus = _private_mu(grid)
+    mus = _private_mu(strategy)
     assert len(mus) == 4 and not any(mu.any() for mu in mus)
     pretrained, calibrated = history[3], history[-1]
     for key in ("accuracy", "dp_global", "dp_local_max", "eo_global", "eop_pop_local_mean"):
@@ -147,7 +146,7 @@ def test_exact_parity_shrinks_the_gaps_and_duals_stay_private():
     # The counts were asked once per client; only λ's gradient goes up in the dual stage.
     asked = [m for m in grid.sent if m.metadata.message_type == "query.counts"]
     assert sum(len(m.content.config_records["config"]["partition-ids"]) for m in asked) == 4
-    mus = _private_mu(grid)
+    mus = _private_mu(strategy)
     assert len(mus) == 4 and all(mu.any() for mu in mus)
     _assert_no_reply_holds(grid, mus)
     dual_replies = [r for r in grid.replies if r.metadata.message_type == "train"][-2:]
@@ -198,8 +197,7 @@ def test_in_processing_trains_fairer_than_fedavg_and_keeps_personal_models_priva
     assert fair[-1]["dp_global"] < 0.5 * fedavg[-1]["dp_global"]
     assert fair[-1]["dp_local_max"] < 0.7 * fedavg[-1]["dp_local_max"]
     assert fair[-1]["accuracy"] > fedavg[-1]["accuracy"] - 0.05
-    private = [array.numpy() for context in grid.contexts.values()
-               for record in context.state.array_records.values() for array in record.values()]
+    private = [array for arrays in private_arrays(strategy).values() for array in arrays.values()]
     assert len(private) == 4 * 4  # per client: mu, w, and the personal logreg's weight and bias
     _assert_no_reply_holds(grid, private)
 

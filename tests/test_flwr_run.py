@@ -23,9 +23,16 @@ def free_port() -> int:
 
 
 def superlink_pids(port: int) -> list[int]:
-    listing = subprocess.run(["ps", "-eo", "pid,args"], capture_output=True, text=True).stdout
-    return [int(line.split()[0]) for line in listing.splitlines()[1:]
-            if "superlink" in line and str(port) in line]
+    """Pids of processes whose full command line names a superlink and `port`."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            command = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, ValueError):
+            continue
+        if proc.name.isdigit() and "superlink" in command and str(port) in command:
+            pids.append(int(proc.name))
+    return pids
 
 
 def test_flwr_run_completes_a_simulation_and_writes_results(tmp_path):
@@ -59,8 +66,12 @@ def test_flwr_run_completes_a_simulation_and_writes_results(tmp_path):
         assert summary["rounds"] == 2 and summary["num_clients"] == 500
         assert summary["final"]["hr@10"] > 0
     finally:
-        for pid in superlink_pids(http_port) + superlink_pids(control_port):
+        started = set(superlink_pids(http_port) + superlink_pids(control_port))
+        for pid in started:
             try:
                 os.killpg(os.getpgid(pid), signal.SIGTERM)
             except ProcessLookupError:
                 pass
+    assert started, "the SuperLink `flwr run` started was not found, so it was not stopped"
+    time.sleep(1)
+    assert not superlink_pids(http_port), "the SuperLink outlived the test"

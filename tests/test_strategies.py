@@ -7,7 +7,7 @@ import torch
 from clients.fedncf import FedNCFClient
 from strategies.fedavg import FedAvg
 from strategies.fedncf import mean_sparse_gradient
-from tests.helpers import run_fake
+from tests.helpers import private_arrays, run_fake
 
 REC = {"dataset": "synthetic-rec", "rounds": 2, "fraction": 0.05, "eval_every": 2}
 TAB = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
@@ -79,11 +79,9 @@ def test_clients_receive_only_the_item_rows_they_asked_for():
 
 
 def test_no_reply_carries_user_embeddings():
-    _, _, grid = run_fake({**REC, "nodes": 4})
-    private = []
-    for context in grid.contexts.values():
-        for key, record in context.state.array_records.items():
-            private += [record[name].numpy() for name in ("user_gmf.weight", "user_mlp.weight")]
+    strategy, _, grid = run_fake({**REC, "nodes": 4})
+    private = [arrays[name] for arrays in private_arrays(strategy).values()
+               for name in ("user_gmf.weight", "user_mlp.weight")]
     assert private, "the clients kept no private state"
     for reply in grid.replies:
         for record in reply.content.array_records.values():

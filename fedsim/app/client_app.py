@@ -2,24 +2,29 @@
 
 Clients are stateless code: the experiment spec arrives in every message ("config" record, key
 "spec"), each logical client rebuilds its data view from (spec, partition id) through a
-per-process cache, and private state lives in the node's ``context.state`` under the client's
-partition id. Any Ray actor can therefore serve any node. Message layout: :mod:`fedsim.protocol`.
+per-process cache, and private state lives in a node-local store keyed by run id and partition
+(:mod:`fedsim.app.private_store`), which survives a crash. Any Ray actor can therefore serve any
+node. Message layout: :mod:`fedsim.protocol`.
 
 A logical client that raises is reported in the reply's "client-errors" record; the node's other
-clients still reply.
+clients still reply. Injected faults (spec table ``faults``) strike training only, drawn from
+(seed, client, round) so that every run of a spec fails the same clients.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import time
 import traceback
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 
+from fedsim.app.private_store import PrivateStore
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
 from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, PARTITIONS, SHARED, hosted_partitions,
@@ -29,21 +34,8 @@ from fedsim.spec import resolve
 app = ClientApp()
 
 
-class PrivateState:
-    """One logical client's private arrays in the node's Context state (never sent)."""
-
-    def __init__(self, context: Context, partition: int):
-        self.state = context.state
-        self.key = f"private/{partition}"
-
-    def load(self) -> dict[str, np.ndarray] | None:
-        if self.key not in self.state:
-            return None
-        return {k: v.numpy() for k, v in self.state.array_records[self.key].items()}
-
-    def save(self, arrays: dict[str, np.ndarray]) -> None:
-        self.state[self.key] = ArrayRecord({k: Array(np.ascontiguousarray(v))
-                                            for k, v in arrays.items()})
+class InjectedFault(RuntimeError):
+    """A failure the spec asked for (``faults.rate``), not a bug."""
 
 
 @functools.lru_cache(maxsize=16384)
@@ -52,10 +44,37 @@ def _client(spec_json: str, partition: int):
     return METHODS[spec["method"]].client(spec, partition)
 
 
+@functools.lru_cache(maxsize=64)
+def _spec(spec_json: str) -> dict:
+    return resolve(json.loads(spec_json))
+
+
+def state_root(spec: dict) -> Path:
+    return Path(spec["state_dir"] or Path(spec["out_dir"]) / "client_state")
+
+
+def inject_fault(spec: dict, partition: int, server_round: int) -> None:
+    """Fail or straggle this client's training round with probability ``faults.rate``."""
+    rate = spec["faults.rate"]
+    if rate == 0 or np.random.default_rng([spec["seed"], partition, server_round,
+                                           0xFA17]).random() >= rate:
+        return
+    if spec["faults.kind"] == "straggler":
+        time.sleep(spec["faults.delay"])
+        return
+    raise InjectedFault(f"injected failure of client {partition} in round {server_round}")
+
+
 def _for_each_client(msg: Message, context: Context, call: Callable) -> Message:
     """Run `call(client, shared, own, state, round)` for every addressed client; pack replies."""
     config = msg.content.config_records[CONFIG]
     spec_json, server_round = str(config["spec"]), int(config["server-round"])
+    spec, run_id = _spec(spec_json), str(config["run-id"])
+    training = msg.metadata.message_type == MessageType.TRAIN
+    # Training in round r starts from the state of round r - 1 and writes round r's; evaluation
+    # of round r reads round r's and writes nothing.
+    visible = server_round - 1 if training else server_round
+    write = server_round if training else None
     shared = ({k: v.numpy() for k, v in msg.content.array_records[SHARED].items()}
               if SHARED in msg.content.array_records else {})
     own = (unpack_arrays(msg.content.array_records[CLIENT_ARRAYS])
@@ -63,10 +82,12 @@ def _for_each_client(msg: Message, context: Context, call: Callable) -> Message:
     arrays, metrics, errors = {}, {}, {}
     for partition in config[PARTITIONS]:
         try:
+            if training:
+                inject_fault(spec, int(partition), server_round)
             client = _client(spec_json, int(partition))
+            store = PrivateStore(state_root(spec), run_id, int(partition), visible, write)
             arrays[partition], metrics[partition] = call(
-                client, shared, own.get(partition, {}), PrivateState(context, partition),
-                server_round)
+                client, shared, own.get(partition, {}), store, server_round)
         except Exception:  # one failing client must not sink the others on its node
             errors[partition] = traceback.format_exc()
     return Message(reply_content(arrays, metrics, errors), reply_to=msg)
@@ -74,7 +95,7 @@ def _for_each_client(msg: Message, context: Context, call: Callable) -> Message:
 
 @app.query("discover")
 def discover(msg: Message, context: Context) -> Message:
-    spec = resolve(json.loads(str(msg.content.config_records[CONFIG]["spec"])))
+    spec = _spec(str(msg.content.config_records[CONFIG]["spec"]))
     hosted = hosted_partitions(int(context.node_config["partition-id"]),
                                int(context.node_config["num-partitions"]),
                                load_federation(spec).num_clients)

@@ -25,7 +25,11 @@ class RunRecorder:
     """Receives each round's record, persists it, and writes the summary and plots at the end."""
 
     def __init__(self, out_dir: Path, spec: Mapping[str, Any], headline: str,
-                 on_record: Callable[[dict[str, Any]], None] | None = None):
+                 on_record: Callable[[dict[str, Any]], None] | None = None,
+                 resume_round: int | None = None):
+        """A new run (config.toml written, metrics.jsonl started) or, with `resume_round`, the
+        continuation of the run in `out_dir`: its records up to that round are kept, later
+        ones (written after its last checkpoint) dropped, and wall time continues."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.spec = dict(spec)
@@ -33,8 +37,15 @@ class RunRecorder:
         self.on_record = on_record
         self.history: list[dict[str, Any]] = []
         self.started = time.perf_counter()
-        (self.out_dir / "config.toml").write_text(to_toml(self.spec))
-        self._metrics = (self.out_dir / "metrics.jsonl").open("w")
+        metrics = self.out_dir / "metrics.jsonl"
+        if resume_round is None:
+            (self.out_dir / "config.toml").write_text(to_toml(self.spec))
+        else:
+            kept = [json.loads(line) for line in metrics.read_text().splitlines() if line]
+            self.history = [r for r in kept if r["round"] <= resume_round]
+            metrics.write_text("".join(json.dumps(r) + "\n" for r in self.history))
+            self.started -= self.history[-1]["wall_seconds"] if self.history else 0.0
+        self._metrics = metrics.open("a")
 
     def on_round(self, record: dict[str, Any]) -> None:
         record = {**record, "wall_seconds": time.perf_counter() - self.started}

@@ -23,6 +23,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsim.federation import load_federation
 from fedsim.protocol import node_count
+from fedsim.runner.checkpoint import load_checkpoint
 from fedsim.runner.experiment import default_out_dir, run_on_grid
 
 
@@ -38,21 +39,24 @@ def backend_config(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def simulate(spec: Mapping[str, Any], out_dir: str | Path | None = None,
-             on_record: Callable[[dict[str, Any]], None] | None = None
+             on_record: Callable[[dict[str, Any]], None] | None = None, resume: bool = False
              ) -> tuple[dict[str, Any], Path]:
-    """Run `spec` to the end; return its summary and the directory holding the results."""
+    """Run `spec` to the end (with `resume`, from the checkpoint in `out_dir`); return its
+    summary and the directory holding the results."""
     from flwr.simulation import run_simulation
 
     from fedsim.app.client_app import app as client_app
 
     federation = load_federation(spec)
     out = Path(out_dir or spec["out_dir"] or default_out_dir(spec)).resolve()
+    if resume:
+        load_checkpoint(out)  # fail before Ray starts if there is nothing to resume
     summary: dict[str, Any] = {}
     server_app = ServerApp()
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        summary.update(run_on_grid(grid, spec, out, on_record))
+        summary.update(run_on_grid(grid, spec, out, on_record, resume))
 
     logging.getLogger("flwr").setLevel(logging.WARNING)
     with warnings.catch_warnings():

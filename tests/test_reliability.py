@@ -1,0 +1,111 @@
+"""Reliability: resume after SIGKILL, failing and straggling clients, malformed updates."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import torch
+
+from fedsim.runner.checkpoint import load_checkpoint
+from tests.helpers import run_fake
+
+REC = {"dataset": "synthetic-rec", "rounds": 4, "fraction": 0.05, "nodes": 2, "eval_every": 2}
+TAB = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
+       "partitioner": "dirichlet", "num_clients": 10, "fraction": 1.0, "rounds": 3,
+       "fedavg.lr": 0.1, "fedavg.local_epochs": 3, "nodes": 0}
+
+
+def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
+    """SIGKILL `fedsim run` after round 2, `fedsim run --resume`, compare with a run that was
+    never interrupted (same spec on the in-process grid: results do not depend on the runtime)."""
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "fedsim.cli", "run"]
+    sets = [f"--set={k}={json.dumps(v)}" for k, v in REC.items()] + ["--set=rounds=6"]
+    first = subprocess.Popen(args + sets + ["--out", str(out)], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            if (out / "checkpoint.pt").exists() and load_checkpoint(out)["round"] >= 2:
+                break
+            time.sleep(0.2)
+        os.killpg(first.pid, signal.SIGKILL)  # the driver and its Ray processes, no cleanup
+        first.wait(timeout=30)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+    killed_at = load_checkpoint(out)["round"]
+    assert 2 <= killed_at < 6, "the run was not interrupted mid-way"
+
+    resumed = subprocess.run(args + ["--resume", str(out)], capture_output=True, text=True,
+                             timeout=300)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    reference, history, _ = run_fake({**REC, "rounds": 6})
+    final = load_checkpoint(out)
+    assert final["round"] == 6
+    for name, value in reference.params.items():
+        np.testing.assert_array_equal(final["arrays"][name].numpy(), value.numpy(), name)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").open()]
+    assert [r["round"] for r in records] == list(range(7))
+    for mine, theirs in zip(records, history):
+        for key in ("hr@10", "ndcg@10_full", "val_hr@10", "train_loss", "bytes_up"):
+            assert mine.get(key) == theirs.get(key), (mine["round"], key)
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final"]["hr@10"] == history[-1]["hr@10"]
+
+
+def test_twenty_percent_failing_clients_are_counted_and_left_out():
+    _, clean, _ = run_fake(TAB)
+    strategy, faulty, _ = run_fake({**TAB, "faults.rate": 0.2})
+    failures = [r["failures"] for r in faulty[1:]]
+    assert sum(failures) > 0 and all(f < 10 for f in failures)  # 10 clients a round
+    assert faulty[0]["failures"] == 0  # evaluation is never injected
+    # The valid 80% still train the model past the majority-class start.
+    assert faulty[-1]["accuracy"] > faulty[0]["accuracy"] + 0.02
+    assert np.isfinite(faulty[-1]["train_loss"])
+    assert faulty[-1]["train_loss"] != clean[-1]["train_loss"]  # fewer clients averaged
+
+
+def test_a_round_below_min_replies_leaves_the_model_unchanged():
+    strategy, history, grid = run_fake({**TAB, "faults.rate": 0.2, "min_replies": 1.0})
+    skipped = [r["round"] for r in history if r.get("skipped")]
+    assert skipped, "with 20% failures some round must miss a quorum of all clients"
+    for server_round in skipped:  # skipped rounds keep the previous evaluation exactly
+        assert history[server_round]["accuracy"] == history[server_round - 1]["accuracy"]
+
+
+def test_stragglers_past_the_round_timeout_count_as_failed():
+    _, history, _ = run_fake({**TAB, "faults.rate": 0.2, "faults.kind": "straggler",
+                              "faults.delay": 0.5, "round_timeout": 0.25})
+    assert sum(r["failures"] for r in history) > 0
+    assert history[-1]["accuracy"] > history[0]["accuracy"] + 0.02
+
+
+@pytest.mark.parametrize("corruption, reason", [
+    (lambda up: {**up, "item_gmf.weight": up["item_gmf.weight"] * np.nan}, "non-finite"),
+    (lambda up: {**up, "head.weight": up["head.weight"][:, :3]}, "head.weight"),
+    (lambda up: {**up, "item_ids": up["item_ids"] + 10_000}, "outside"),
+    (lambda up: {**up, "head.bias": np.zeros(1 << 19, np.float32)}, "max_reply_bytes"),
+])
+def test_malformed_updates_are_rejected_and_never_aggregated(monkeypatch, caplog, corruption,
+                                                              reason):
+    from clients.fedncf import FedNCFClient
+
+    train = FedNCFClient.train
+
+    def corrupt(self, shared, own, state, server_round):
+        upload, metrics = train(self, shared, own, state, server_round)
+        return (corruption(upload) if self.partition_id % 2 else upload), metrics
+
+    monkeypatch.setattr(FedNCFClient, "train", corrupt)
+    strategy, history, _ = run_fake({**REC, "rounds": 1, "max_reply_mb": 1.0})
+    assert history[1]["rejected"] > 0 and history[1]["train_clients"] > 0
+    assert history[1]["rejected"] + history[1]["train_clients"] == 25
+    assert all(torch.isfinite(p).all() for p in strategy.params.values())
+    assert reason in caplog.text
