@@ -15,7 +15,9 @@ Instruction content:
 - ArrayRecord "client-arrays" (optional): per-client arrays, keys "<partition>/<name>".
 Reply content:
 - ArrayRecord "client-arrays" and MetricRecord "client-metrics": per-client, "<partition>/<name>";
-- ConfigRecord "client-errors": "<partition>" -> reason, for logical clients that failed.
+- ConfigRecord "client-errors": "<partition>" -> reason, for logical clients that failed;
+- ConfigRecord "runtime": where the node computed the reply, for observability only (no
+  strategy's math reads it): "ray-node" = the Ray node id when a Ray actor ran the ClientApp.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ SHARED = "arrays"
 CLIENT_ARRAYS = "client-arrays"
 CLIENT_METRICS = "client-metrics"
 CLIENT_ERRORS = "client-errors"
+RUNTIME = "runtime"
 PARTITIONS = "partition-ids"
 
 
@@ -84,9 +87,16 @@ def unpack_metrics(record: MetricRecord) -> dict[int, dict[str, float]]:
 
 def reply_content(arrays: Mapping[int, Mapping[str, np.ndarray]],
                   metrics: Mapping[int, Mapping[str, float]],
-                  errors: Mapping[int, str]) -> RecordDict:
+                  errors: Mapping[int, str], runtime: Mapping[str, str]) -> RecordDict:
     return RecordDict({CLIENT_ARRAYS: pack_arrays(arrays), CLIENT_METRICS: pack_metrics(metrics),
-                       CLIENT_ERRORS: ConfigRecord({str(p): r for p, r in errors.items()})})
+                       CLIENT_ERRORS: ConfigRecord({str(p): r for p, r in errors.items()}),
+                       RUNTIME: ConfigRecord(dict(runtime))})
+
+
+def ray_node(content: RecordDict) -> str | None:
+    """The Ray node that computed a reply, or None (not run by Ray, or an older client)."""
+    runtime = content.config_records.get(RUNTIME)
+    return str(runtime["ray-node"]) if runtime is not None and "ray-node" in runtime else None
 
 
 def read_reply(content: RecordDict) -> tuple[list[ClientReply], dict[int, str]]:

@@ -21,7 +21,9 @@ experiments need:
   ``min_replies`` (a fraction of the clients asked) does not count: the model stays as it was;
 - accounting: bytes of array payload each way as the clients would see it (arrays shared by
   the clients of a node count once per client), for training (every message of the round
-  before evaluation) and for evaluation apart;
+  before evaluation) and for evaluation apart; ``ray_nodes``, the number of distinct Ray nodes
+  whose actors served the round's replies (0 outside Ray), shows whether a multi-node cluster
+  is used; it is read from the replies' "runtime" record and never enters the math;
 - history: one record per round (train and evaluation metrics, bytes, failures, rejections,
   seconds), handed to an optional ``on_round`` callback as soon as the round ends.
 
@@ -48,7 +50,7 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, PARTITIONS, SHARED, ClientReply, pack_arrays,
-                             read_reply)
+                             ray_node, read_reply)
 
 DISCOVER = f"{MessageType.QUERY}.discover"
 
@@ -116,6 +118,7 @@ class PartitionedStrategy(Strategy):
         self._phase = ""  # message type of the last instructions
         self._addressed: dict[int, list[int]] = {}  # node -> partitions of its last instruction
         self._round: dict[str, Any] = {}
+        self._ray_nodes: set[str] = set()  # Ray nodes that served this round's replies
         self._round_start = time.perf_counter()
 
     # --- hooks for subclasses ------------------------------------------------------------------
@@ -219,6 +222,8 @@ class PartitionedStrategy(Strategy):
                 self._count("failures", self._addressed.get(node, []), reply.error.reason)
                 continue
             self.bytes["eval_up" if evaluation else "up"] += payload_bytes(reply.content)
+            if (served_by := ray_node(reply.content)) is not None:
+                self._ray_nodes.add(served_by)
             valid, errors = read_reply(reply.content)
             for partition, reason in errors.items():
                 self._count("failures", [partition], reason)
@@ -319,6 +324,7 @@ class PartitionedStrategy(Strategy):
                   "failures": self._round.get("failures", 0),
                   "rejected": self._round.get("rejected", 0),
                   **{f"bytes_{k}": v for k, v in self.bytes.items()},
+                  "ray_nodes": len(self._ray_nodes),
                   "round_seconds": time.perf_counter() - self._round_start}
         self.history.append(record)
         if self.on_round is not None:
@@ -326,7 +332,7 @@ class PartitionedStrategy(Strategy):
         if metrics:
             log(INFO, "round %s: %s", server_round,
                 ", ".join(f"{k}={v:.4f}" for k, v in list(metrics.items())[:4]))
-        self._round = {}
+        self._round, self._ray_nodes = {}, set()
         self._round_start = time.perf_counter()
         return MetricRecord(metrics) if metrics else None
 

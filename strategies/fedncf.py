@@ -133,7 +133,8 @@ class FedNCF(PartitionedStrategy):
                    "train_clients": len(clients),
                    "train_positives": int(sum(c.metrics["num-examples"] for c in clients))}
         self.record_train(metrics)
-        return ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()}), MetricRecord(metrics)
+        arrays = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()})
+        return arrays, MetricRecord(metrics)
 
     def mean_gradient(self, uploads: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
         """The gradient the server Adam steps on: the authors' mean over all replies."""
@@ -158,7 +159,6 @@ class FedNCF(PartitionedStrategy):
         self.optimizer = torch.optim.Adam(list(self.params.values()), lr=self.server_lr)
         if state["optimizer"] is not None:
             self.optimizer.load_state_dict(state["optimizer"])
-
 
 
 def sum_sparse_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],

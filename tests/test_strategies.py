@@ -1,7 +1,6 @@
 """Strategies end to end on the in-process FakeGrid: determinism, sparsity, privacy, failures."""
 
 import numpy as np
-import pytest
 import torch
 
 from clients.fedncf import FedNCFClient

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -65,6 +66,18 @@ def inject_fault(spec: dict, partition: int, server_round: int) -> None:
     raise InjectedFault(f"injected failure of client {partition} in round {server_round}")
 
 
+def runtime_info() -> dict[str, str]:
+    """Where this process runs, for the reply's "runtime" record: the Ray node id when a Ray
+    actor runs the ClientApp (simulation, also on a multi-node cluster), else nothing.
+
+    Ray is looked up in ``sys.modules`` rather than imported, so a deployment SuperNode, which
+    never loads Ray, does not pay for the import."""
+    ray = sys.modules.get("ray")
+    if ray is None or not ray.is_initialized():
+        return {}
+    return {"ray-node": ray.get_runtime_context().get_node_id()}
+
+
 def _for_each_client(msg: Message, context: Context, call: Callable) -> Message:
     """Run `call(client, shared, own, state, round)` for every addressed client; pack replies."""
     config = msg.content.config_records[CONFIG]
@@ -90,7 +103,7 @@ def _for_each_client(msg: Message, context: Context, call: Callable) -> Message:
                 client, shared, own.get(partition, {}), store, server_round)
         except Exception:  # one failing client must not sink the others on its node
             errors[partition] = traceback.format_exc()
-    return Message(reply_content(arrays, metrics, errors), reply_to=msg)
+    return Message(reply_content(arrays, metrics, errors, runtime_info()), reply_to=msg)
 
 
 @app.query("discover")

@@ -87,6 +87,7 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
         "eval_bytes_up": last.get("bytes_eval_up", 0),
         "eval_bytes_down": last.get("bytes_eval_down", 0),
         "failures": sum(r.get("failures", 0) for r in history),
+        "rejected": sum(r.get("rejected", 0) for r in history),
         "final": _metrics_only(final),
         "best_test": _best(evaluated, headline),
         "best_val": _best([r for r in evaluated if f"val_{headline}" in r], f"val_{headline}"),
@@ -94,8 +95,8 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
     }
 
 
-_BOOKKEEPING = {"round", "failures", "bytes_up", "bytes_down", "bytes_eval_up", "bytes_eval_down",
-                "round_seconds", "wall_seconds"}
+_BOOKKEEPING = {"round", "failures", "rejected", "skipped", "bytes_up", "bytes_down",
+                "bytes_eval_up", "bytes_eval_down", "ray_nodes", "round_seconds", "wall_seconds"}
 
 
 def _metrics_only(record: Mapping[str, Any]) -> dict[str, Any]:
