@@ -134,11 +134,29 @@ class FedNCFClient:
     def evaluate(self, shared: Arrays, own: Arrays, state) -> tuple[Arrays, dict[str, float]]:
         """Ranking metric sums and counts of this client's users under the shared model."""
         private = self._private(state)
-        model = self.backbone.from_arrays({**shared, **{k: private[k]
-                                                        for k in self.backbone.USER_TABLES}})
+        model = _evaluation_model(self.backbone, shared, private)
         with torch.no_grad():
             sums = evaluate_users(model, self.data, self.users, self.head_fraction)
         return {}, sums
+
+
+# The model of the evaluation message being served: (its shared arrays, the model). A node
+# evaluates all its clients with the same shared arrays, so the model (and NeuMF's item-side
+# precomputation) is built once per message, and only the user tables change between clients.
+# The strong reference to `shared` keeps the identity check sound.
+_EVALUATION: list = [None, None]
+
+
+def _evaluation_model(backbone: type[Recommender], shared: Arrays, private: Arrays) -> Recommender:
+    users = {k: private[k] for k in backbone.USER_TABLES}
+    if _EVALUATION[0] is not shared or type(_EVALUATION[1]) is not backbone:
+        _EVALUATION[:] = [shared, backbone.from_arrays({**shared, **users})]
+        return _EVALUATION[1]
+    model = _EVALUATION[1]
+    for name, table in users.items():
+        setattr(model, name.removesuffix(".weight"),
+                torch.nn.Embedding.from_pretrained(torch.tensor(table), freeze=False))
+    return model
 
 
 def _without(arrays: Arrays, key: str) -> Arrays:

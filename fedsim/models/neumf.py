@@ -71,7 +71,7 @@ class NeuMF(Recommender):
         """
         first = self.mlp[0]
         user_dim = self.user_mlp.embedding_dim
-        item_part = self.item_mlp.weight @ first.weight[:, user_dim:].T        # [M, h]
+        item_part = self._item_part()
         scores = []
         for start in range(0, len(users), chunk):
             batch = users[start:start + chunk]
@@ -80,4 +80,15 @@ class NeuMF(Recommender):
             gmf = self.user_gmf(batch)[:, None, :] * self.item_gmf.weight[None]
             scores.append(self.head(torch.cat([gmf, tower], dim=-1)).squeeze(-1))
         return torch.cat(scores) if scores else torch.zeros(0, self.item_gmf.num_embeddings)
+
+    def _item_part(self) -> torch.Tensor:
+        """Item half of the first tower layer, [num_items, h]; memoised while the item table and
+        the layer are unchanged (tensor versions), so a model evaluated for many users in turn
+        (its user tables swapped between them) computes it once."""
+        weight, table = self.mlp[0].weight, self.item_mlp.weight
+        key = (id(weight), weight._version, id(table), table._version)
+        if getattr(self, "_item_part_key", None) != key:
+            self._item_part_value = table @ weight[:, self.user_mlp.embedding_dim:].T
+            self._item_part_key = key
+        return self._item_part_value
 
