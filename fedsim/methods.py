@@ -77,6 +77,14 @@ def _fedsgd(spec: Mapping[str, Any], federation: Federation,
             **_common(spec, federation, runtime)}
 
 
+# FedNCF and FedMF: one client and one server, the backbone named by the spec's `model`.
+_FEDSGD = Method(
+    client=FedNCFClient,
+    build=lambda spec, fed, runtime: FedNCF(**_fedsgd(spec, fed, runtime)),
+    initial_arrays=_recommender_arrays,
+    headline="hr@10",
+)
+
 METHODS: dict[str, Method] = {
     "fedavg": Method(
         client=FedAvgClient,
@@ -84,19 +92,9 @@ METHODS: dict[str, Method] = {
         initial_arrays=_classifier_arrays,
         headline="accuracy",
     ),
-    "fedncf": Method(
-        client=FedNCFClient,
-        build=lambda spec, fed, runtime: FedNCF(**_fedsgd(spec, fed, runtime)),
-        initial_arrays=_recommender_arrays,
-        headline="hr@10",
-    ),
+    "fedncf": _FEDSGD,
     # FedNCF's client and server on the MF backbone (the spec must say model = "mf").
-    "fedmf": Method(
-        client=FedNCFClient,
-        build=lambda spec, fed, runtime: FedNCF(**_fedsgd(spec, fed, runtime)),
-        initial_arrays=_recommender_arrays,
-        headline="hr@10",
-    ),
+    "fedmf": _FEDSGD,
     "fedrecgel": Method(
         client=FedRecGELClient,
         build=lambda spec, fed, runtime: FedRecGEL(
