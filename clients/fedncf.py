@@ -52,10 +52,20 @@ class FedNCFClient:
         self.negatives = spec["fedncf.train_negatives"]
         self.chunk_size = spec["fedncf.chunk_size"]
         self.head_fraction = spec["data.head_fraction"]
+        self._last_sample: tuple[int, tuple] = (-1, ())
 
     # --- the round sample -----------------------------------------------------------------
     def round_sample(self, server_round: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(local user index, item id, label) of every training sample of this round, in order."""
+        """(local user index, item id, label) of every training sample of this round, in order.
+
+        The row request and the training of a round both need it; the last round's sample is
+        kept (client objects are cached per process), so an actor serving both draws it once.
+        """
+        if self._last_sample[0] != server_round:
+            self._last_sample = (server_round, self._draw_sample(server_round))
+        return self._last_sample[1]
+
+    def _draw_sample(self, server_round: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         rng = np.random.default_rng([self.seed, self.partition_id, server_round])
         users, items, labels = [], [], []
         for local, user in enumerate(self.users):

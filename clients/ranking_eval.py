@@ -11,6 +11,8 @@ exact whatever the client sizes. Head/tail is decided by the held-out item (head
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -26,7 +28,7 @@ def evaluate_users(model: torch.nn.Module, data: Interactions, users: np.ndarray
     """Metric sums ("hr@10", "val_ndcg@10_full_tail", ...) and counts ("n", "val_n_tail", ...)."""
     local = torch.arange(len(users))
     full_scores = model.score_all(local).numpy()
-    head = data.head_item_mask(head_fraction)
+    head = _head_mask(data, head_fraction)
     splits = [("", data.test_items, data.test_negatives, data.val_items)]
     if data.val_items is not None:
         splits.append(("val_", data.val_items, data.val_negatives, data.test_items))
@@ -47,6 +49,13 @@ def evaluate_users(model: torch.nn.Module, data: Interactions, users: np.ndarray
                 sums[f"{prefix}hr@{K}{protocol}{group}"] = float(hit_at_k(r[mask], K).sum())
                 sums[f"{prefix}ndcg@{K}{protocol}{group}"] = float(ndcg_at_k(r[mask], K).sum())
     return sums
+
+
+@functools.lru_cache(maxsize=8)
+def _head_mask(data: Interactions, fraction: float) -> np.ndarray:
+    """The dataset's head items, computed once per process rather than per user and round
+    (datasets are cached and immutable; they hash by identity)."""
+    return data.head_item_mask(fraction)
 
 
 def _exclusions(data: Interactions, users: np.ndarray,

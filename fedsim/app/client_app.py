@@ -41,7 +41,7 @@ class InjectedFault(RuntimeError):
 
 @functools.lru_cache(maxsize=16384)
 def _client(spec_json: str, partition: int):
-    spec = resolve(json.loads(spec_json))
+    spec = _spec(spec_json)
     return METHODS[spec["method"]].client(spec, partition)
 
 
