@@ -12,15 +12,18 @@ from typing import Any, Mapping
 
 from flwr.app import ArrayRecord
 
+from clients.centralized import CentralizedClient
 from clients.fedavg import FedAvgClient
 from clients.fedfact import FedFACTPostClient
 from clients.fedfact_in import FedFACTInClient
 from clients.fedncf import FedNCFClient
 from clients.fedrecgel import FedRecGELClient
+from fedsim.centralized.registry import TRAINERS, make_trainer
 from fedsim.federation import Federation
 from fedsim.models import backbone, make_classifier
 from fedsim.protocol import node_count
 from strategies.base import PartitionedStrategy
+from strategies.centralized import LocalTrainingFedAvg
 from strategies.fedavg import FedAvg
 from strategies.fedfact import FedFACTPost
 from strategies.fedfact_in import FedFACTIn
@@ -68,6 +71,14 @@ def _classifier_arrays(spec: Mapping[str, Any], federation: Federation) -> Array
 def _recommender_arrays(spec: Mapping[str, Any], federation: Federation) -> ArrayRecord:
     model, sizes = backbone(spec)
     return FedNCF.initial_arrays(federation.dataset.num_items, spec["seed"], model, **sizes)
+
+
+def _centralized_arrays(spec: Mapping[str, Any], federation: Federation) -> ArrayRecord:
+    import torch
+
+    torch.manual_seed(spec["seed"])
+    trainer = make_trainer(spec, federation.dataset, federation.train_parts[0])
+    return ArrayRecord(trainer.build_model().state_dict())
 
 
 def _fedsgd(spec: Mapping[str, Any], federation: Federation,
@@ -119,3 +130,12 @@ METHODS: dict[str, Method] = {
         headline="accuracy",
     ),
 }
+
+# The centralized methods (fedsim/centralized): one Trainer each, one client and one server.
+_CENTRALIZED = Method(
+    client=CentralizedClient,
+    build=lambda spec, fed, runtime: LocalTrainingFedAvg(**_common(spec, fed, runtime)),
+    initial_arrays=_centralized_arrays,
+    headline="ndcg@10_full",
+)
+METHODS.update({name: _CENTRALIZED for name in TRAINERS})

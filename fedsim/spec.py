@@ -176,6 +176,14 @@ SCHEMA: dict[str, Key] = {
                                   "of norm rho_sh per item row, and item rows averaged on the "
                                   "server over the clients that touched the item. false = the "
                                   "authors' algorithm."),
+    "central.lr": Key(0.001, "Centralized methods (AURL, EISAM, RAID): Adam learning rate.",
+                      low=0.0, high=100.0, low_open=True),
+    "central.weight_decay": Key(0.0, "Centralized methods: Adam weight decay.", low=0.0,
+                                high=100.0),
+    "central.batch_size": Key(2048, "Centralized methods: training batch size.", low=1,
+                              high=10_000_000),
+    "central.dim": Key(64, "Centralized methods: embedding size of users and items.", low=1,
+                       high=4096),
     "fedfact.pretrain_rounds": Key(10, "FedFACT post: FedAvg rounds (fedavg.* keys) before the "
                                    "dual stage; the remaining rounds optimise the duals.", low=0,
                                    high=100_000),

@@ -1,0 +1,13 @@
+"""Centralized recommendation methods as single-client federated runs.
+
+A centralized method is a :class:`~fedsim.centralized.trainer.Trainer` (model, optimizer, one
+epoch of training, evaluation). It runs through the ordinary pipeline: the client
+:class:`clients.centralized.CentralizedClient` trains one epoch per round from the global
+weights, the server :class:`strategies.centralized.LocalTrainingFedAvg` averages the returned
+weights (the identity with the ``single`` partitioner), and the optimizer state persists in the
+client's private store, so the run equals a plain training loop.
+
+Adding a method = a Trainer subclass, one entry in
+:data:`fedsim.centralized.registry.TRAINERS`, and the method name in fedsim/spec.py
+METHOD_TASKS.
+"""

@@ -1,0 +1,17 @@
+"""Centralized methods by spec ``method`` name: a method = a Trainer subclass + an entry here
+(and the name in fedsim/spec.py METHOD_TASKS)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+import numpy as np
+
+from fedsim.centralized.trainer import Trainer
+from fedsim.data import Interactions
+
+TRAINERS: dict[str, type[Trainer]] = {}
+
+
+def make_trainer(spec: Mapping[str, Any], data: Interactions, users: np.ndarray) -> Trainer:
+    return TRAINERS[spec["method"]](spec, data, users)
