@@ -24,31 +24,65 @@ GROUPS = ("", "_head", "_tail")
 
 
 def evaluate_users(model: torch.nn.Module, data: Interactions, users: np.ndarray,
-                   head_fraction: float) -> dict[str, float]:
-    """Metric sums ("hr@10", "val_ndcg@10_full_tail", ...) and counts ("n", "val_n_tail", ...)."""
+                   head_fraction: float, full: bool = True,
+                   val_model: torch.nn.Module | None = None) -> dict[str, float]:
+    """Metric sums ("hr@10", "val_ndcg@10_full_tail", ...) and counts ("n", "val_n_tail", ...).
+
+    ``full = False`` leaves out the full-ranking metrics, whose cost grows with the number of
+    items (the sampled ones score 100 candidates per user). ``val_model``: see
+    :func:`per_user_metrics`.
+    """
+    return {name: float(values.sum()) for name, values in per_user_metrics(
+        model, data, users, head_fraction, full, val_model).items()}
+
+
+def evaluate_user_groups(model: torch.nn.Module, data: Interactions, users: np.ndarray,
+                         sizes: list[int], head_fraction: float, full: bool = True
+                         ) -> list[dict[str, float]]:
+    """:func:`evaluate_users` for consecutive groups of ``users`` (a cohort's clients) at once:
+    one scoring pass for all of them, sums split per group of ``sizes`` users."""
+    starts = np.cumsum([0] + list(sizes[:-1]))
+    per_user = per_user_metrics(model, data, users, head_fraction, full)
+    grouped = {name: np.add.reduceat(values, starts) for name, values in per_user.items()}
+    return [{name: float(sums[g]) for name, sums in grouped.items()} for g in range(len(sizes))]
+
+
+def per_user_metrics(model: torch.nn.Module, data: Interactions, users: np.ndarray,
+                     head_fraction: float, full: bool,
+                     val_model: torch.nn.Module | None = None) -> dict[str, np.ndarray]:
+    """Per user (float arrays in the order of ``users``): hit and NDCG of every split, protocol
+    and group, and 0/1 membership counts. ``model`` scores local rows 0..len(users)-1.
+
+    ``val_model`` scores the validation split when its scores differ from the test split's (a
+    sequential model reads the validation item before the test item, not before itself);
+    None = ``model`` scores both.
+    """
     local = torch.arange(len(users))
-    full_scores = model.score_all(local).numpy()
+    full_scores = {}  # scorer -> its [len(users), num_items] scores, computed once
     head = _head_mask(data, head_fraction)
     splits = [("", data.test_items, data.test_negatives, data.val_items)]
     if data.val_items is not None:
         splits.append(("val_", data.val_items, data.val_negatives, data.test_items))
-    sums: dict[str, float] = {}
+    metrics: dict[str, np.ndarray] = {}
     for prefix, held_out, negatives, other in splits:
+        scorer = val_model if prefix and val_model is not None else model
         positives = held_out[users]
         candidates = np.concatenate([positives[:, None], negatives[users]], axis=1)
-        rows = np.arange(len(users))[:, None]
-        sampled = full_scores[rows, candidates]
-        ranks = {"": rank_against_sampled(sampled[:, 0], sampled[:, 1:]),
-                 "_full": rank_against_all(full_scores, positives,
-                                           *_exclusions(data, users, other))}
+        sampled = scorer.score_candidates(local, torch.from_numpy(candidates)).numpy()
+        ranks = {"": rank_against_sampled(sampled[:, 0], sampled[:, 1:])}
+        if full:
+            if scorer not in full_scores:
+                full_scores[scorer] = scorer.score_all(local).numpy()
+            ranks["_full"] = rank_against_all(full_scores[scorer], positives,
+                                              *exclusions(data, users, other))
         groups = {"": np.ones(len(users), bool), "_head": head[positives],
                   "_tail": ~head[positives]}
         for group, mask in groups.items():
-            sums[f"{prefix}n{group}"] = float(mask.sum())
+            metrics[f"{prefix}n{group}"] = mask.astype(np.float64)
             for protocol, r in ranks.items():
-                sums[f"{prefix}hr@{K}{protocol}{group}"] = float(hit_at_k(r[mask], K).sum())
-                sums[f"{prefix}ndcg@{K}{protocol}{group}"] = float(ndcg_at_k(r[mask], K).sum())
-    return sums
+                metrics[f"{prefix}hr@{K}{protocol}{group}"] = hit_at_k(r, K) * mask
+                metrics[f"{prefix}ndcg@{K}{protocol}{group}"] = ndcg_at_k(r, K) * mask
+    return metrics
 
 
 @functools.lru_cache(maxsize=8)
@@ -58,7 +92,7 @@ def _head_mask(data: Interactions, fraction: float) -> np.ndarray:
     return data.head_item_mask(fraction)
 
 
-def _exclusions(data: Interactions, users: np.ndarray,
+def exclusions(data: Interactions, users: np.ndarray,
                 other_held_out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """CSR of the items each user must not be ranked against: training items (+ other held-out)."""
     rows = []

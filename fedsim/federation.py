@@ -25,6 +25,7 @@ from fedsim.spec import RECOMMENDATION_DATASETS, SpecError
 
 # Spec keys that change the data or the partition (the cache key).
 _DATA_KEYS = ("dataset", "data_dir", "data.seed", "data.validation", "data.test_negatives",
+              "data.synthetic_users",
               "data.test_fraction", "partitioner", "num_clients", "seed", "partition.ids_per_client",
               "partition.column", "partition.alpha", "partition.min_size", "partition.low",
               "partition.high")
@@ -66,7 +67,9 @@ def _load_cached(key: str) -> Federation:
     spec = json.loads(key)
     data_dir = spec["data_dir"] or None
     if spec["dataset"] in RECOMMENDATION_DATASETS:
-        data = load_dataset(spec["dataset"], data_dir, validation=spec["data.validation"],
+        size = ({"num_users": spec["data.synthetic_users"]}
+                if spec["dataset"] == "synthetic-rec" else {})
+        data = load_dataset(spec["dataset"], data_dir, validation=spec["data.validation"], **size,
                             num_negatives=spec["data.test_negatives"], seed=spec["data.seed"])
         parts = _partition_users(data, spec)
         return Federation(data, parts, parts)

@@ -14,8 +14,10 @@ TAB = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
        "fedavg.lr": 0.1, "fedavg.local_epochs": 3}
 
 
-def test_cohort_nodes_give_the_same_run_as_one_client_per_node():
-    cohort, cohort_history, _ = run_fake({**REC, "nodes": 3})
+def test_many_clients_per_node_give_the_same_run_as_one_client_per_node():
+    # One client at a time (cohort = false) is bit-reproducible across node layouts; cohort mode
+    # agrees to float tolerance (tests/test_cohort.py).
+    cohort, cohort_history, _ = run_fake({**REC, "nodes": 3, "cohort": False})
     single, single_history, _ = run_fake({**REC, "nodes": 0})
     assert cohort.num_nodes == 3 and single.num_nodes == 500
     for name, value in cohort.params.items():

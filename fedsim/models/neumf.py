@@ -81,6 +81,15 @@ class NeuMF(Recommender):
             scores.append(self.head(torch.cat([gmf, tower], dim=-1)).squeeze(-1))
         return torch.cat(scores) if scores else torch.zeros(0, self.item_gmf.num_embeddings)
 
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits of each user's candidate items, [n, c], with the first tower layer split as in
+        :meth:`score_all` (its item half is computed once per model, not once per pair)."""
+        first = self.mlp[0]
+        user_part = self.user_mlp(users) @ first.weight[:, :self.user_mlp.embedding_dim].T
+        tower = self.mlp[1:](user_part[:, None, :] + first.bias + self._item_part()[items])
+        gmf = self.user_gmf(users)[:, None, :] * self.item_gmf(items)
+        return self.head(torch.cat([gmf, tower], dim=-1)).squeeze(-1)
+
     def _item_part(self) -> torch.Tensor:
         """Item half of the first tower layer, [num_items, h]; memoised while the item table and
         the layer are unchanged (tensor versions), so a model evaluated for many users in turn

@@ -1,0 +1,69 @@
+"""Time per round against the number of participating clients (issue 6's scaling curve).
+
+    python benchmarks/scaling_bench.py [--users 1000 10000 100000] [--out benchmarks/scaling.png]
+
+FedRecGEL (both SAM passes on) on the synthetic recommendation set with ``--users`` users, one
+user per client, 10% of them a round, cohort mode, as real Ray simulations. Evaluation happens
+only at round 0 and the last round (sampled protocol), so rounds 1 .. R-1 time training alone;
+the median of those is printed with clients per second, and the curve is plotted log-log with
+a line of slope 1 (linear growth) for reference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from pathlib import Path
+
+from fedsim.runner.simulation import simulate
+from fedsim.spec import resolve
+
+ROUNDS = 4
+
+
+def time_per_round(users: int) -> tuple[int, float]:
+    """(clients per round, median seconds of a training-only round)."""
+    spec = resolve({"dataset": "synthetic-rec", "method": "fedrecgel", "data.synthetic_users": users,
+                    "fraction": 0.1, "rounds": ROUNDS, "eval_every": ROUNDS,
+                    "eval_full_every": 100_000, "fedrecgel.rho_sh": 0.01, "fedrecgel.rho_ns": 0.1,
+                    "out_dir": f"runs/scaling/users{users}"})
+    _, out = simulate(spec)
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    training = [r for r in records if 0 < r["round"] < ROUNDS]
+    return training[0]["train_clients"], statistics.median(r["round_seconds"] for r in training)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, nargs="+", default=[1000, 10000, 100000])
+    parser.add_argument("--out", default="benchmarks/scaling.png")
+    args = parser.parse_args()
+    points = []
+    for users in args.users:
+        clients, seconds = time_per_round(users)
+        points.append((clients, seconds))
+        print(f"{users:7d} users: {clients:6d} clients/round, {seconds:7.2f} s/round, "
+              f"{clients / seconds:8.1f} clients/s", flush=True)
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    clients, seconds = zip(*points)
+    figure, axis = plt.subplots(figsize=(5, 4))
+    axis.loglog(clients, seconds, "o-", label="cohort mode (measured)")
+    axis.loglog(clients, [seconds[0] * c / clients[0] for c in clients], "--", color="grey",
+                label="linear in clients")
+    axis.set(xlabel="participating clients per round", ylabel="seconds per round",
+             title="FedRecGEL, synthetic data, 10% of users a round")
+    axis.legend()
+    figure.tight_layout()
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(args.out, dpi=120)
+    print(f"plot: {args.out}")
+
+
+if __name__ == "__main__":
+    main()
