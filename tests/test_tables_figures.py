@@ -1,0 +1,56 @@
+"""experiments/tables.py figures: Pareto fronts, method families, drawing from cached runs only."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _tables():
+    """experiments/tables.py is a script, not a package module: load it from its path."""
+    spec = importlib.util.spec_from_file_location("experiments_tables",
+                                                  ROOT / "experiments" / "tables.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up here
+    spec.loader.exec_module(module)
+    return module
+
+
+tables = _tables()
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    gaps = [0.10, 0.05, 0.20, 0.05, 0.15]
+    accuracies = [0.80, 0.70, 0.90, 0.75, 0.78]  # (0.05, 0.70) and (0.15, 0.78) are dominated
+    assert tables.pareto_front(gaps, accuracies) == ([0.05, 0.10, 0.20], [0.75, 0.80, 0.90])
+
+
+def test_families_of_the_fedfact_table_labels():
+    assert tables.family("adult dirichlet FedFACT^g&l (In)") == "FedFACT In"
+    assert tables.family("compas In (0.02, 0.04)") == "FedFACT In"
+    assert tables.family("adult Post (0.00, 0.02)") == "FedFACT Post"
+    assert tables.family("adult dirichlet FedFACT^l (Post)") == "FedFACT Post"
+    assert tables.family("compas dirichlet FairFed") == "FairFed"
+    assert tables.family("adult dirichlet FedAvg") == "FedAvg"
+
+
+def test_the_figure_is_drawn_from_cached_runs_and_lists_the_others(tmp_path, monkeypatch):
+    cached = [tables.TABLES["fedfact-main"].rows[0], tables.TABLES["fedfact-tradeoff"].rows[0]]
+    for row, accuracy in zip(cached, (0.84, 0.82)):
+        spec, folder = tables.run_dir(row, 0, tmp_path)
+        folder.mkdir()
+        final = {"accuracy": accuracy, "dp_global": 0.1, "dp_local_max": 0.2}
+        (folder / "summary.json").write_text(json.dumps({"spec": spec, "final": final}))
+    monkeypatch.setattr(tables, "simulate", lambda *a, **k: (_ for _ in ()).throw(
+        AssertionError("the figure must not start runs")))
+    out = tmp_path / "pareto.png"
+    missing = tables.pareto_figure([0], tmp_path, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    dirichlet_rows = [r for name in ("fedfact-main", "fedfact-tradeoff")
+                      for r in tables.TABLES[name].rows if "hetero" not in r.spec]
+    assert len(missing) == len(dirichlet_rows) - 2
+    assert not any(row.label in label for row in cached for label in missing)
