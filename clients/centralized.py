@@ -3,8 +3,9 @@
 With the ``single`` partitioner this client holds every user and the server's average is the
 identity, so a run is the method's plain training loop cut into rounds. What makes the cut
 exact: the model arrives as the previous round's weights bit for bit, the optimizer's moments
-persist in the client's private store (saved each round, restored on the next, so resume and
-actor changes do not reset them), and each round's randomness is seeded by
+and the trainer's own arrays (Trainer.private_state) persist in the client's private store
+(saved each round, restored on the next, so resume and actor changes do not reset them), and
+each round's randomness is seeded by
 (seed, partition, round).
 """
 
@@ -20,6 +21,8 @@ from fedsim.federation import load_federation
 from fedsim.optim import load_adam, save_adam
 
 Arrays = dict[str, np.ndarray]
+# Private-store keys of the trainer's own arrays (Trainer.private_state), beside Adam's.
+TRAINER_PREFIX = "trainer."
 
 
 class CentralizedClient:
@@ -42,18 +45,22 @@ class CentralizedClient:
         """One epoch from the global weights; returns the new weights."""
         self._load(shared)
         self.optimizer.state.clear()
-        saved = state.load()
-        if saved is not None:
-            load_adam(self.optimizer, saved)
+        saved = state.load() or {}
+        load_adam(self.optimizer, saved)  # reads only its own keys
+        self.trainer.begin_epoch(server_round, {k.removeprefix(TRAINER_PREFIX): v
+                                                for k, v in saved.items()
+                                                if k.startswith(TRAINER_PREFIX)})
         seed = [self.seed, self.partition_id, server_round]
         torch.manual_seed(int(np.random.default_rng(seed).integers(2**63)))
         self.model.train()
         loss = self.trainer.train_epoch(self.model, self.optimizer, np.random.default_rng(seed))
-        state.save(save_adam(self.optimizer))
+        state.save({**save_adam(self.optimizer), **{
+            TRAINER_PREFIX + k: v for k, v in self.trainer.private_state().items()}})
         weights = {k: v.detach().numpy().copy() for k, v in self.model.state_dict().items()}
         return weights, {"num-examples": self.trainer.num_examples(), "train-loss": loss}
 
-    def evaluate(self, shared: Arrays, own: Arrays, state) -> tuple[Arrays, dict[str, float]]:
+    def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
+                 ) -> tuple[Arrays, dict[str, float]]:
         self._load(shared)
         self.model.eval()
         with torch.no_grad():

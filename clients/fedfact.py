@@ -141,10 +141,11 @@ class FedFACTPostClient(FedFACTClient):
         (grad,) = torch.autograd.grad(value, lam_t)
         return {"grad_lambda": grad.numpy()}, metrics
 
-    def evaluate(self, shared: Arrays, own: Arrays, state) -> tuple[Arrays, dict[str, float]]:
+    def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
+                 ) -> tuple[Arrays, dict[str, float]]:
         """Plain FedAvg evaluation before the duals exist; calibrated predictions after."""
         if LAMBDA not in shared:
-            return super().evaluate(shared, own, state)
+            return super().evaluate(shared, own, state, server_round)
         problem = self._problem(shared, self.x_test, self.s_test)
         lam = torch.from_numpy(np.asarray(shared[LAMBDA], np.float64))
         cost = cal.cost_matrix(lam, torch.from_numpy(self._mu(state, lam.shape[1])),

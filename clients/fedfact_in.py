@@ -106,7 +106,8 @@ class FedFACTInClient(FedFACTClient):
             reply["disparity_global"] = share
         return reply, {"num-examples": len(self.y), "train-loss": train_loss["theta"]}
 
-    def evaluate(self, shared: Arrays, own: Arrays, state) -> tuple[Arrays, dict[str, float]]:
+    def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
+                 ) -> tuple[Arrays, dict[str, float]]:
         """Confusion counts per group of this client's ensemble classifier on its test rows."""
         phi, w, _ = self._private(state, shared, 0)
         f_theta, f_phi = self._probabilities(shared, phi, self.x_test)

@@ -52,6 +52,7 @@ class FedNCFClient:
         self.negatives = spec["fedncf.train_negatives"]
         self.chunk_size = spec["fedncf.chunk_size"]
         self.head_fraction = spec["data.head_fraction"]
+        self.full_every, self.rounds = spec["eval_full_every"], spec["rounds"]
         self._last_sample: tuple[int, tuple] = (-1, ())
 
     # --- the round sample -----------------------------------------------------------------
@@ -70,10 +71,8 @@ class FedNCFClient:
         users, items, labels = [], [], []
         for local, user in enumerate(self.users):
             positives = rng.permutation(self.data.user_items(int(user)))
-            pool = np.setdiff1d(np.arange(self.data.num_items), positives, assume_unique=True)
-            # `negatives` distinct draws per positive: the smallest keys of a random matrix.
-            keys = rng.random((len(positives), len(pool)))
-            negatives = pool[np.argpartition(keys, self.negatives - 1, axis=1)[:, :self.negatives]]
+            negatives = distinct_negatives(rng, positives, self.data.num_items, len(positives),
+                                           self.negatives)
             block = np.concatenate([positives[:, None], negatives], axis=1).reshape(-1)
             users.append(np.full(len(block), local))
             items.append(block)
@@ -81,12 +80,27 @@ class FedNCFClient:
         return (np.concatenate(users), np.concatenate(items),
                 np.concatenate(labels).astype(np.float32))
 
+    def local_sample(self, item_ids: np.ndarray, server_round: int
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The round sample with items as rows of the received ``item_ids`` (which must cover it)."""
+        users, items, labels = self.round_sample(server_round)
+        local_items = np.searchsorted(item_ids, items)
+        if not np.array_equal(item_ids[np.minimum(local_items, len(item_ids) - 1)], items):
+            raise ValueError(f"partition {self.partition_id}: the item rows received do not "
+                             "cover this round's sample")
+        return users, local_items, labels
+
+    def sam_radii(self) -> tuple[float, float, bool]:
+        """(rho_sh, rho_ns, item-wise shared radius) of the round's gradient: FedNCF takes the
+        plain gradient; FedRecGEL overrides."""
+        return 0.0, 0.0, False
+
     def needed_items(self, server_round: int) -> np.ndarray:
         """Item rows this round's sample touches (asked for before training)."""
         return np.unique(self.round_sample(server_round)[1])
 
     # --- private state --------------------------------------------------------------------------
-    def _private(self, state) -> Arrays:
+    def private_state(self, state) -> Arrays:
         saved = state.load()
         if saved is not None:
             return saved
@@ -104,18 +118,15 @@ class FedNCFClient:
         and the backbone's item tables); `state` is this client's private store.
         """
         item_ids = own["item_ids"]
-        private = self._private(state)
+        private = self.private_state(state)
         user_tables = self.backbone.USER_TABLES
         model = self.backbone.from_arrays({**shared, **_without(own, "item_ids"),
                                            **{k: private[k] for k in user_tables}})
-        users, items, labels = self.round_sample(server_round)
-        local_items = np.searchsorted(item_ids, items)
-        if not np.array_equal(item_ids[np.minimum(local_items, len(item_ids) - 1)], items):
-            raise ValueError(f"partition {self.partition_id}: the item rows received do not "
-                             "cover this round's sample")
+        users, local_items, labels = self.local_sample(item_ids, server_round)
         users_t, items_t, labels_t = (torch.from_numpy(a) for a in (users, local_items, labels))
         loss, grads = self.gradients(
-            model, lambda: chunked_bce(model(users_t, items_t), labels_t, self.chunk_size))
+            model, lambda weights=None: chunked_bce(model(users_t, items_t), labels_t,
+                                                    self.chunk_size, weights))
 
         user_params = [model.get_parameter(k) for k in user_tables]
         for name, param in zip(user_tables, user_params):
@@ -123,8 +134,8 @@ class FedNCFClient:
         optimizer = torch.optim.Adam(user_params, lr=self.client_lr)
         load_adam(optimizer, {k[5:]: v for k, v in private.items() if k.startswith("adam.")})
         optimizer.step()
-        state.save({**{k: p.detach().numpy() for k, p in zip(user_tables, user_params)},
-                    **{f"adam.{k}": v for k, v in save_adam(optimizer).items()}})
+        save_private(state, {k: p.detach().numpy() for k, p in zip(user_tables, user_params)},
+                     save_adam(optimizer))
 
         upload, _ = self.backbone.split(grads)
         upload = {"item_ids": item_ids, **{n: g.numpy() for n, g in upload.items()}}
@@ -134,19 +145,25 @@ class FedNCFClient:
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """(loss, gradient of every parameter by name) of this round's sample: one plain pass.
 
-        `loss_fn` recomputes the round's loss on the same sample, for methods that need the
-        gradient at more than one point.
+        `loss_fn(weights=None)` recomputes the round's loss on the same sample (with per-sample
+        weights if given, see :func:`chunked_bce`), for methods that need the gradient at more
+        than one point.
         """
         names, params = zip(*model.named_parameters())
         loss = loss_fn()
         return loss, dict(zip(names, torch.autograd.grad(loss, params)))
 
-    def evaluate(self, shared: Arrays, own: Arrays, state) -> tuple[Arrays, dict[str, float]]:
+    def full_ranking_due(self, server_round: int) -> bool:
+        return server_round % self.full_every == 0 or server_round == self.rounds
+
+    def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
+                 ) -> tuple[Arrays, dict[str, float]]:
         """Ranking metric sums and counts of this client's users under the shared model."""
-        private = self._private(state)
+        private = self.private_state(state)
         model = _evaluation_model(self.backbone, shared, private)
         with torch.no_grad():
-            sums = evaluate_users(model, self.data, self.users, self.head_fraction)
+            sums = evaluate_users(model, self.data, self.users, self.head_fraction,
+                                  full=self.full_ranking_due(server_round))
         return {}, sums
 
 
@@ -169,14 +186,49 @@ def _evaluation_model(backbone: type[Recommender], shared: Arrays, private: Arra
     return model
 
 
+def distinct_negatives(rng: np.random.Generator, positives: np.ndarray, num_items: int,
+                       rows: int, k: int) -> np.ndarray:
+    """[rows, k] items, each row k distinct items drawn uniformly from those not in ``positives``.
+
+    Rejection sampling: each row draws uniform item ids and keeps its first k that are new and
+    not positive, which is a uniform k-subset of the allowed items (sampling without
+    replacement = sequential draws that reject repeats). It costs O(k) per row where scoring
+    every allowed item costs O(num_items); rows short of k valid draws draw again.
+    """
+    allowed = num_items - len(positives)
+    if allowed < k:
+        raise ValueError(f"{k} distinct negatives asked from {allowed} non-positive items")
+    width = min(4 * k * num_items // allowed + 4, 64 * k)  # ~4x the expected draws per row
+    earlier = np.tril(np.ones((width, width), bool), -1)  # [j, i]: position i comes before j
+    out = np.empty((rows, k), np.int64)
+    todo = np.arange(rows)
+    while len(todo):
+        draws = rng.integers(0, num_items, (len(todo), width))
+        repeat = ((draws[:, :, None] == draws[:, None, :]) & earlier).any(2)
+        keep = ~repeat & ~np.isin(draws, positives)
+        done = keep.sum(1) >= k
+        first = np.argsort(~keep[done], axis=1, kind="stable")[:, :k]
+        out[todo[done]] = np.take_along_axis(draws[done], first, axis=1)
+        todo = todo[~done]
+    return out
+
+
+def save_private(state, user_tables: Arrays, adam: Arrays) -> None:
+    """A client's private state: its user tables and their Adam state (keys "adam.<i>.*")."""
+    state.save({**user_tables, **{f"adam.{k}": v for k, v in adam.items()}})
+
+
 def _without(arrays: Arrays, key: str) -> Arrays:
     return {k: v for k, v in arrays.items() if k != key}
 
 
-def chunked_bce(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int) -> torch.Tensor:
-    """Sum over consecutive chunks of the chunk-mean BCE-with-logits (authors' loss scale)."""
+def chunked_bce(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int,
+                weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Sum over consecutive chunks of the chunk-mean BCE-with-logits (authors' loss scale);
+    with `weights`, each sample's term is scaled by its weight inside the chunk mean."""
     total = logits.new_zeros(())
     for start in range(0, len(logits), chunk_size):
+        chunk = slice(start, start + chunk_size)
         total = total + torch.nn.functional.binary_cross_entropy_with_logits(
-            logits[start:start + chunk_size], labels[start:start + chunk_size])
+            logits[chunk], labels[chunk], None if weights is None else weights[chunk])
     return total

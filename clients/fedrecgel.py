@@ -14,6 +14,16 @@ Item-centric mode (``fedrecgel.item_centric``, our extension): each item row get
 perturbation of norm ``rho_sh`` (the dense layers keep one group perturbation), so an item seen
 by few clients is tested for flatness as hard as a popular one; the server side of the mode is
 in :mod:`strategies.fedrecgel`.
+
+EISAM mode (``fedrecgel.eisam``, our extension; EISAM's E1, :mod:`fedsim.optim.eisam`): the
+shared perturbation follows the gradient ``g_beta`` of the loss in which every sample is
+weighted by ``beta`` of its block's positive item (the positive and its negatives play the part
+of a softmax sample with that target), and the upload is ``g + g~_beta - g_beta`` with ``g~_beta``
+the weighted gradient at the perturbed point. ``beta`` comes from the server with the item rows
+("item_beta", one weight per row), computed from the item counts every client reports once
+(:meth:`FedRecGELClient.counts`). The private pass is unchanged. With all ``beta = 1`` this is
+the shared SAM pass again (up to rounding); it costs one more forward/backward pass. These
+clients run one by one, not in cohort mode (:mod:`clients.cohort` does not weight samples).
 """
 
 from __future__ import annotations
@@ -21,11 +31,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from clients.fedncf import FedNCFClient
 from fedsim.models import Recommender
-from fedsim.optim import sam_gradient
+from fedsim.optim import sam_gradient, weighted_sam_gradient
+
+ITEM_BETA = "item_beta"  # per-client array of EISAM weights, aligned with "item_ids"
 
 
 class FedRecGELClient(FedNCFClient):
@@ -34,10 +47,44 @@ class FedRecGELClient(FedNCFClient):
         self.rho_sh = spec["fedrecgel.rho_sh"]
         self.rho_ns = spec["fedrecgel.rho_ns"]
         self.item_centric = spec["fedrecgel.item_centric"]
+        self.eisam = spec["fedrecgel.eisam"]
+        self._sample_weights: torch.Tensor | None = None  # EISAM: of the round being trained
 
-    def gradients(self, model: Recommender, loss_fn: Callable[[], torch.Tensor]
+    def sam_radii(self) -> tuple[float, float, bool]:
+        return self.rho_sh, self.rho_ns, self.item_centric
+
+    def counts(self) -> dict[str, np.ndarray]:
+        """Reply to the server's one-off ``query.counts`` (EISAM mode): "counts", int64
+        [num_items], the training interactions of this client's users per item."""
+        items = np.concatenate([self.data.user_items(int(u)) for u in self.users])
+        return {"counts": np.bincount(items, minlength=self.data.num_items).astype(np.int64)}
+
+    def sample_weights(self, item_ids: np.ndarray, beta: np.ndarray, server_round: int
+                       ) -> np.ndarray:
+        """EISAM weight of every sample of the round: ``beta`` of its block's positive item.
+
+        The round sample is blocks of one positive followed by its ``train_negatives``
+        negatives; `beta` holds one weight per row of `item_ids` (the rows received).
+        """
+        _, items, _ = self.round_sample(server_round)
+        positives = items[::self.negatives + 1]
+        return np.repeat(beta[np.searchsorted(item_ids, positives)], self.negatives + 1)
+
+    def train(self, shared, own, state, server_round: int):
+        """FedNCF's round; in EISAM mode, first the round's sample weights from "item_beta"."""
+        if self.eisam:
+            weights = self.sample_weights(own["item_ids"], own[ITEM_BETA], server_round)
+            self._sample_weights = torch.from_numpy(weights.astype(np.float32))
+            own = {k: v for k, v in own.items() if k != ITEM_BETA}
+        try:
+            return super().train(shared, own, state, server_round)
+        finally:
+            self._sample_weights = None
+
+    def gradients(self, model: Recommender, loss_fn: Callable[..., torch.Tensor]
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Base gradient, then one SAM pass per group: shared (uploaded) and private."""
+        """Base gradient, then one SAM pass per group: shared (uploaded) and private; in EISAM
+        mode the shared pass is E1 with the round's sample weights."""
         loss, base = super().gradients(model, loss_fn)
         params = dict(model.named_parameters())
         shared, private = self.backbone.split(base)
@@ -45,7 +92,12 @@ class FedRecGELClient(FedNCFClient):
         grads = {}
         for group, rho, flags in ((shared, self.rho_sh, rowwise), (private, self.rho_ns, None)):
             names = list(group)
-            sam = sam_gradient(loss_fn, [params[n] for n in names], [group[n] for n in names],
-                               rho, flags)
+            tensors, base_grads = [params[n] for n in names], [group[n] for n in names]
+            if group is shared and self._sample_weights is not None:
+                weights = self._sample_weights
+                sam = weighted_sam_gradient(lambda: loss_fn(weights), tensors, base_grads, rho,
+                                            rowwise=flags)
+            else:
+                sam = sam_gradient(loss_fn, tensors, base_grads, rho, flags)
             grads.update(zip(names, sam))
         return loss, grads

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fedsim.runner.simulation import simulate
-from fedsim.spec import load_file, resolve
+from fedsim.spec import DEFAULTS, load_file, resolve
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,7 +37,7 @@ class Row:
 class Table:
     title: str
     rows: list[Row]
-    columns: list[str]  # metric names
+    columns: list[str]  # metric names, or "selection:metric" to override `selection`
     selection: str = "final"  # "final", "best_test" or "best_val"
 
 
@@ -47,6 +47,8 @@ def _fedfact_rows() -> list[Row]:
         for split in ("dirichlet", "hetero"):
             prefix = f"fedfact/{dataset}_{split}"
             rows.append(Row(f"{dataset} {split} FedAvg", f"{prefix}_fedavg.toml"))
+            rows.append(Row(f"{dataset} {split} FairFed", f"{prefix}_fairfed.toml"))
+            rows.append(Row(f"{dataset} {split} FedFB", f"{prefix}_fedfb.toml"))
             for stage in ("post", "in"):
                 for variant, name in (("g", "g"), ("l", "l"), ("gl", "g&l")):
                     rows.append(Row(f"{dataset} {split} FedFACT^{name} ({stage.title()})",
@@ -79,7 +81,190 @@ def _tradeoff_rows() -> list[Row]:
             for xi_g in levels for xi_l in levels]
 
 
+def _multiclass_rows() -> list[Row]:
+    """adult-hours (3 classes x 3 race groups), Dirichlet split: FedAvg and FedFACT post."""
+    post = "fedfact/adult_hours_dirichlet_fedfact_post.toml"
+    return [Row("FedAvg", "fedfact/adult_hours_dirichlet_fedavg.toml"),
+            *(Row(f"FedFACT^{name} (Post)", post, {"fedfact.variant": variant})
+              for variant, name in (("g", "g"), ("l", "l"), ("gl", "g&l"))),
+            Row("FedFACT^g&l (Post, EOP)", post, {"fedfact.criterion": "eop"}),
+            Row("FedFACT^g&l (Post, plain lambda step)", post, {"fedfact.dual_step": "plain"})]
+
+
+def _scaling_rows() -> list[Row]:
+    """Adult, Dirichlet(0.5) over sex, N in {2, 5, 10, 20, 50} clients, all taking part.
+
+    N = 5 is the specs' own, so those rows are fedfact-main's runs (same cached folders)."""
+    rows = []
+    for n in (2, 5, 10, 20, 50):
+        clients = {} if n == 5 else {"num_clients": n}
+        rows.append(Row(f"N={n} FedAvg", "fedfact/adult_dirichlet_fedavg.toml", clients))
+        rows.append(Row(f"N={n} FedFACT^g&l (Post)", "fedfact/adult_dirichlet_fedfact_post.toml",
+                        {"fedfact.variant": "gl", **clients}))
+    return rows
+
+
+
+
+def _fedrecgel_rows(stem: str) -> list[Row]:
+    """FedNCF, FedMF, FedRecGEL (authors' algorithm) and FedRecGEL item-centric on one dataset,
+    all on the FedRecGEL spec's protocol (the baselines only change the method/backbone)."""
+    spec = f"fedrecgel/fedrecgel_{stem}.toml"
+    return [Row("FedNCF", spec, {"method": "fedncf"}),
+            Row("FedMF", spec, {"method": "fedmf", "model": "mf"}),
+            Row("FedRecGEL", spec),
+            Row("FedRecGEL item-centric", f"fedrecgel/fedrecgel_item_centric_{stem}.toml")]
+
+
+# Paper protocol: the best round on test, sampled ranking (99 negatives), as the authors.
+# Clean protocol: the best round on the validation item under full ranking, then its test
+# full-ranking metrics overall and on tail items (bottom 80% by training count).
+FEDREC_COLUMNS = ["best_test:hr@10", "best_test:ndcg@10", "best_val_full:hr@10_full",
+                  "best_val_full:ndcg@10_full", "best_val_full:hr@10_full_tail"]
+
+def _eisam_rows() -> list[Row]:
+    """SASRec and EISAM (E1, E2) on MovieLens-100K, single client (experiments/centralized)."""
+    spec = "centralized/eisam_movielens100k.toml"
+    return [Row("SASRec", "centralized/sasrec_movielens100k.toml"),
+            Row("EISAM E1", spec), Row("EISAM E2", spec, {"eisam.mode": "e2"})]
+
+
+def _eisam_rho_rows() -> list[Row]:
+    """EISAM's radius, one seed: the spec's rho = 0.05 against 10x and 40x. Overrides name only
+    what differs from the spec, so the rho = 0.05 rows reuse the "eisam" table's runs."""
+    rows = [Row("SASRec (rho = 0)", "centralized/sasrec_movielens100k.toml")]
+    for mode in ("e1", "e2"):
+        for rho in (0.05, 0.5, 2.0):
+            overrides = {**({"eisam.mode": mode} if mode != "e1" else {}),
+                         **({"eisam.rho": rho} if rho != 0.05 else {})}
+            rows.append(Row(f"EISAM {mode.upper()} rho = {rho}",
+                            "centralized/eisam_movielens100k.toml", overrides))
+    return rows
+
+
+# Overall, head-target and tail-target test metrics (full ranking) at the best validation round.
+EISAM_COLUMNS = [f"{metric}@10_full{group}" for group in ("", "_head", "_tail")
+                 for metric in ("hr", "ndcg")]
+
+def _aurl_rows(datasets=(("ML-100K", "movielens100k"),),
+               backbones=(("BPR-MF", "bprmf"), ("LightGCN", "lightgcn"))) -> list[Row]:
+    """Per dataset and backbone: the plain backbone (both AURL weights 0) and AURL, single
+    client (experiments/centralized). Labels are "<dataset> <backbone> <variant>", which
+    experiments/aurl_figure.py splits on the first space."""
+    plain = {"aurl.lambda_ga": 0.0, "aurl.lambda_gu": 0.0}
+    return [Row(f"{dataset} {backbone} {variant}", f"centralized/aurl_{stem}_{model}.toml",
+                overrides)
+            for dataset, stem in datasets for backbone, model in backbones
+            for variant, overrides in (("plain", plain), ("AURL", {}))]
+
+
+def _aurl_sweep_rows() -> list[Row]:
+    """The (lambda_ga, lambda_gu) sweep that chose the defaults: BPR-MF, ML-100K, 20 epochs."""
+    return [Row(f"({ga:g}, {gu:g})", "centralized/aurl_movielens100k_bprmf.toml",
+                {"rounds": 20, "eval_every": 5, "aurl.lambda_ga": ga, "aurl.lambda_gu": gu})
+            for ga, gu in ((0.0, 0.0), (0.1, 0.1), (1.0, 0.1), (0.1, 1.0), (1.0, 1.0),
+                           (5.0, 0.5))]
+
+
+# Test metrics (full ranking) at the best validation NDCG@10 round: overall, tail items, inactive
+# users, and popularity bias (docs/centralized.md, AURL).
+AURL_COLUMNS = ["ndcg@20_full", "ndcg@20_full_tail", "ndcg@20_full_inactive", "hr@20_full",
+                "pru", "tail_exposure@20", "exposure_gap@20"]
+
+RAID_ATTRIBUTES = {"gender": "gender", "age_30": "age < 30 / >= 30"}
+RAID_BETAS = (0.001, 0.01, 0.1)
+RAID_NOISE = 0.5  # x the RMS entry: costs about RAID's NDCG (docs/centralized.md, RAID)
+
+
+def _raid_rows() -> list[Row]:
+    """Per attacked attribute: undefended MF, the post-training noise baseline and RAID over
+    beta, single client (experiments/centralized). Labels are "<attribute>: <defence>", which
+    experiments/raid_figure.py splits on the colon."""
+    spec = "centralized/raid_movielens100k.toml"
+    return [Row(f"{label}: {defence}", spec, {"raid.attribute": attribute, **overrides})
+            for attribute, label in RAID_ATTRIBUTES.items()
+            for defence, overrides in (
+                ("undefended", {"raid.beta": 0.0}),
+                (f"noise {RAID_NOISE:g}", {"raid.beta": 0.0, "raid.noise": RAID_NOISE}),
+                *((f"RAID beta={beta:g}", {"raid.beta": beta}) for beta in RAID_BETAS))]
+
+
+# Test HR/NDCG@10 (full ranking) and the attack on the released user embeddings, final round.
+RAID_COLUMNS = ["hr@10_full", "ndcg@10_full", "attack_mlp_auc", "attack_mlp_f1",
+                "attack_mlp_bacc", "attack_logreg_auc"]
+
 TABLES = {
+    "raid": Table(
+        title="RAID on MF, MovieLens-100K: test HR/NDCG@10 (full ranking) and the attribute "
+              "attack (MLP: AUC, macro-F1, balanced accuracy; LogReg: AUC) on the released user "
+              "embeddings, final round (epoch 12)",
+        rows=_raid_rows(),
+        columns=RAID_COLUMNS,
+    ),
+    "aurl": Table(
+        title="AURL vs the plain backbone: test NDCG@20 overall / tail items / inactive users, "
+              "HR@20 (= Recall@20), PRU, tail exposure and exposure gap @20, full ranking, at "
+              "the best validation NDCG@10 round",
+        rows=_aurl_rows(),
+        columns=AURL_COLUMNS,
+        selection="best_val",
+    ),
+    "aurl-final": Table(
+        title="The runs of table aurl at their last epoch (30) instead of the best validation "
+              "round",
+        rows=_aurl_rows(),
+        columns=AURL_COLUMNS,
+    ),
+    "aurl-more": Table(
+        title="AURL vs plain BPR-MF on Lastfm-2K and Amazon-Video (ML-100K settings, not "
+              "tuned), columns as table aurl, at the best validation NDCG@10 round",
+        rows=_aurl_rows((("Lastfm-2K", "lastfm2k"), ("Amazon-Video", "amazon_video")),
+                        (("BPR-MF", "bprmf"),)),
+        columns=AURL_COLUMNS,
+        selection="best_val",
+    ),
+    "aurl-sweep": Table(
+        title="AURL weight sweep, BPR-MF on ML-100K, 20 epochs: best validation NDCG@10, and "
+              "test NDCG@20 overall / tail, PRU and exposure gap@20 at that round",
+        rows=_aurl_sweep_rows(),
+        columns=["val_ndcg@10_full", "ndcg@20_full", "ndcg@20_full_tail", "pru",
+                 "exposure_gap@20"],
+        selection="best_val",
+    ),
+    "eisam": Table(
+        title="EISAM on SASRec, MovieLens-100K: test HR/NDCG@10, full ranking, overall / head "
+              "(top-20% items) / tail targets, at the best validation NDCG@10 round",
+        rows=_eisam_rows(),
+        columns=EISAM_COLUMNS,
+        selection="best_val",
+    ),
+    "eisam-rho": Table(
+        title="EISAM radius on MovieLens-100K (one seed): validation NDCG@10 (the selection "
+              "metric) and test metrics at the best validation round, full ranking",
+        rows=_eisam_rho_rows(),
+        columns=["val_ndcg@10_full", *EISAM_COLUMNS],
+        selection="best_val",
+    ),
+    "fedrecgel-filmtrust": Table(
+        title="FilmTrust: FedRecGEL and baselines, paper and clean protocols",
+        rows=_fedrecgel_rows("filmtrust"),
+        columns=FEDREC_COLUMNS,
+    ),
+    "fedrecgel-movielens100k": Table(
+        title="ML-100K: FedRecGEL and baselines, paper and clean protocols",
+        rows=_fedrecgel_rows("movielens100k"),
+        columns=FEDREC_COLUMNS,
+    ),
+    "fedrecgel-lastfm2k": Table(
+        title="Lastfm-2K: FedRecGEL and baselines, paper and clean protocols",
+        rows=_fedrecgel_rows("lastfm2k"),
+        columns=FEDREC_COLUMNS,
+    ),
+    "fedrecgel-amazon-video": Table(
+        title="Amazon-Video: FedRecGEL and baselines, paper and clean protocols",
+        rows=_fedrecgel_rows("amazon_video"),
+        columns=FEDREC_COLUMNS,
+    ),
     "fedfact-main": Table(
         title="Binary demographic parity: accuracy and DP gaps (final round)",
         rows=_fedfact_rows(),
@@ -92,6 +277,16 @@ TABLES = {
         # the group-vs-population form, the constraints' own form, is shown beside it.
         columns=["accuracy", "eop_global", "eop_local_max", "eop_pop_global", "eop_pop_local_max"],
     ),
+    "fedfact-multiclass": Table(
+        title="Multi-class: adult-hours, 3 classes x 3 race groups (Dirichlet split, final round)",
+        rows=_multiclass_rows(),
+        columns=["accuracy", "dp_global", "dp_local_max", "eop_global", "eop_local_max"],
+    ),
+    "fedfact-scaling": Table(
+        title="Client scaling on Adult (Dirichlet(0.5) over sex, DP, final round)",
+        rows=_scaling_rows(),
+        columns=["accuracy", "dp_global", "dp_local_max", "dp_local_mean"],
+    ),
     "fedfact-tradeoff": Table(
         title="Trade-off of FedFACT^g&l over (xi_g, xi_l) (Dirichlet splits, DP, final round)",
         rows=_tradeoff_rows(),
@@ -100,19 +295,36 @@ TABLES = {
 }
 
 
-def run_row(row: Row, seed: int, runs: Path) -> dict:
+def run_dir(row: Row, seed: int, runs: Path) -> tuple[dict, Path]:
+    """The resolved spec of `row` with `seed`, and the folder under `runs` its run goes to."""
     spec = resolve({**load_file(HERE / row.spec), **row.overrides, "seed": seed})
     tag = "-".join([Path(row.spec).stem, *(f"{k}={v}" for k, v in row.overrides.items()),
                     f"seed{seed}"])
-    out = runs / re.sub(r"[^A-Za-z0-9_.=-]", "_", tag)
+    return spec, runs / re.sub(r"[^A-Za-z0-9_.=-]", "_", tag)
+
+
+def run_row(row: Row, seed: int, runs: Path, cached_only: bool = False) -> dict | None:
+    """The summary of `row` run with `seed`: the cached one if its spec is unchanged, else a
+    new run (with `cached_only`, None instead)."""
+    spec, out = run_dir(row, seed, runs)
     summary_file = out / "summary.json"
     if summary_file.is_file():
         summary = json.loads(summary_file.read_text())
-        if {k: v for k, v in summary["spec"].items() if k != "out_dir"} == \
-                {k: v for k, v in spec.items() if k != "out_dir"}:
+        if same_run(summary["spec"], spec):
             return summary
+    if cached_only:
+        return None
     summary, _ = simulate(spec, out_dir=out)
     return summary
+
+
+def same_run(cached: dict, spec: dict) -> bool:
+    """Whether a cached run's resolved spec is `spec` (out_dir aside). A key the cached spec
+    lacks was added to the schema after the run; it matches at its default, since a new key's
+    default keeps the behaviour that existed before it."""
+    return set(cached) <= set(spec) and all(
+        name == "out_dir" or (cached[name] == value if name in cached else value == DEFAULTS[name])
+        for name, value in spec.items())
 
 
 def cell(values: list[float]) -> str:
@@ -127,11 +339,18 @@ def render(table: Table, seeds: list[int], runs: Path) -> str:
              "|---|" + "---|" * len(table.columns)]
     for row in table.rows:
         summaries = [run_row(row, seed, runs) for seed in seeds]
-        picked = [s[table.selection] if table.selection == "final" else s[table.selection]["metrics"]
-                  for s in summaries]
         lines.append(f"| {row.label} | " + " | ".join(
-            cell([p[c] for p in picked]) for c in table.columns) + " |")
+            cell([_pick(s, column, table.selection) for s in summaries])
+            for column in table.columns) + " |")
     return "\n".join(lines)
+
+
+def _pick(summary: dict, column: str, selection: str) -> float:
+    """A column's value in a summary: "metric" at the table's selection, or
+    "selection:metric" at its own ("final", "best_test", "best_val", "best_val_full")."""
+    selection, _, metric = column.rpartition(":") if ":" in column else (selection, "", column)
+    record = summary[selection] if selection == "final" else summary[selection]["metrics"]
+    return record[metric]
 
 
 def write_section(name: str, markdown: str, readme: Path = HERE / "README.md") -> None:
@@ -144,13 +363,90 @@ def write_section(name: str, markdown: str, readme: Path = HERE / "README.md") -
     readme.write_text(f"{head}{begin}\n{markdown}\n{end}{tail}")
 
 
+# Marker and colour of each method family in the figures.
+FAMILY_STYLE = {"FedAvg": {"marker": "*", "color": "black", "s": 140},
+                "FairFed": {"marker": "v", "color": "tab:green", "s": 50},
+                "FedFB": {"marker": "^", "color": "tab:purple", "s": 50},
+                "FedFACT Post": {"marker": "o", "color": "tab:blue", "s": 30},
+                "FedFACT In": {"marker": "s", "color": "tab:orange", "s": 30}}
+
+
+def family(label: str) -> str:
+    """The method family of a row of fedfact-main or fedfact-tradeoff, from its label."""
+    named = [name for name in ("FedAvg", "FairFed", "FedFB") if name in label]
+    return named[0] if named else ("FedFACT In" if re.search(r"\bIn\b", label)
+                                   else "FedFACT Post")
+
+
+def pareto_front(gaps: list[float], accuracies: list[float]) -> tuple[list[float], list[float]]:
+    """The points no other point beats on both (smaller gap, higher accuracy), by gap."""
+    front: list[tuple[float, float]] = []
+    for gap, accuracy in sorted(zip(gaps, accuracies), key=lambda p: (p[0], -p[1])):
+        if not front or accuracy > front[-1][1]:
+            front.append((gap, accuracy))
+    return [p[0] for p in front], [p[1] for p in front]
+
+
+def pareto_figure(seeds: list[int], runs: Path,
+                  out: Path = HERE / "figures" / "fedfact_pareto.png") -> list[str]:
+    """Accuracy against the global and the worst client's DP gap, Dirichlet splits.
+
+    One point per row of fedfact-main and fedfact-tradeoff (mean over those of `seeds` that
+    are cached: the trade-off rows have seed 0 only), one line per family through its Pareto
+    front. Drawn from cached runs only: returns the labels of rows with none, which are left out.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    points: dict[tuple[str, str], list[dict]] = {}
+    missing = []
+    for name in ("fedfact-main", "fedfact-tradeoff"):
+        for row in (r for r in TABLES[name].rows if "hetero" not in r.spec):
+            finals = [s["final"] for seed in seeds
+                      if (s := run_row(row, seed, runs, cached_only=True)) is not None]
+            if not finals:
+                missing.append(f"{name}: {row.label}")
+                continue
+            points.setdefault((row.label.split()[0], family(row.label)), []).append(
+                {k: statistics.mean(f[k] for f in finals)
+                 for k in ("accuracy", "dp_global", "dp_local_max")})
+    gaps = {"dp_global": "global DP gap", "dp_local_max": "worst client's DP gap"}
+    figure, axes = plt.subplots(2, 2, figsize=(10, 8), sharey="row")
+    for i, dataset in enumerate(("adult", "compas")):
+        for j, (gap, title) in enumerate(gaps.items()):
+            axis = axes[i, j]
+            for name, style in FAMILY_STYLE.items():
+                cloud = points.get((dataset, name), [])
+                if cloud:
+                    x, y = [p[gap] for p in cloud], [p["accuracy"] for p in cloud]
+                    axis.scatter(x, y, label=name, **style)
+                    axis.plot(*pareto_front(x, y), color=style["color"], alpha=0.5,
+                              drawstyle="steps-post")
+            axis.set(xlabel=title, ylabel="accuracy", title=f"{dataset}, Dirichlet(0.5)")
+            axis.grid(alpha=0.3)
+    axes[0, 0].legend()
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return missing
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tables", nargs="+", choices=sorted(TABLES))
+    parser.add_argument("tables", nargs="+", choices=[*sorted(TABLES), "figures"],
+                        help='table names; "figures" draws experiments/figures/ from cached runs')
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--runs", type=Path, default=Path("runs/tables"))
     args = parser.parse_args(argv)
     for name in args.tables:
+        if name == "figures":
+            for label in pareto_figure(args.seeds, args.runs):
+                print(f"figures: not run yet, left out: {label}")
+            print(f"figures: written to {HERE / 'figures'}")
+            continue
         write_section(name, render(TABLES[name], args.seeds, args.runs))
         print(f"{name}: written to {HERE / 'README.md'}")
     return 0

@@ -2,6 +2,7 @@
 
     fedsim run [SPEC.toml] [--out DIR] [--data-dir DIR] [--set key=value ...]
     fedsim run --resume DIR
+    fedsim audit RUN_DIR [--attribute NAME ...] [--seeds N]
 
 Without SPEC it runs the embedded default (FedNCF on the synthetic recommendation set).
 """
@@ -28,6 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--resume", metavar="DIR", help="continue the run whose results are in DIR "
                      "from its last checkpoint (its config.toml is the spec)")
     commands.add_parser("keys", help="print the reference of every spec key (Markdown)")
+    audit = commands.add_parser("audit", help="attribute-inference attack on a finished "
+                                "recommendation run's user embeddings; writes RUN_DIR/audit.json")
+    audit.add_argument("run_dir", help="a run's output folder (config.toml, checkpoint.pt)")
+    audit.add_argument("--attribute", action="append", default=[], metavar="NAME",
+                       help="user attribute to attack (repeatable; default: every one the "
+                       "dataset has)")
+    audit.add_argument("--seeds", type=int, default=5, help="attacker splits averaged (default 5)")
     return parser
 
 
@@ -54,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "keys":
         print(specs.markdown_reference(), end="")
         return 0
+    if args.command == "audit":
+        return _audit(args)
     from fedsim.data import DataError
     from fedsim.runner.progress import RoundProgress, describe
     from fedsim.runner.simulation import simulate
@@ -74,7 +84,30 @@ def main(argv: list[str] | None = None) -> int:
             metrics = chosen.get("metrics", chosen)
             where = f" (round {chosen['round']})" if "round" in chosen else ""
             print(f"  {selection}{where}: {describe(metrics)}")
+    if privacy := summary["privacy"]:
+        print(f"  privacy: epsilon {privacy['epsilon']:.4g} at delta {privacy['delta']:g} after "
+              f"{privacy['releases']} training rounds of the most-asked client "
+              f"(replacement: {privacy['epsilon_replace']:.4g})")
     print(f"results: {out} (summary.json, metrics.jsonl, curves.png)")
+    return 0
+
+
+def _audit(args: argparse.Namespace) -> int:
+    from fedsim.audit import FILE, audit_run
+    from fedsim.data import DataError
+
+    try:
+        report = audit_run(args.run_dir, args.attribute or None, seeds=args.seeds)
+    except (specs.SpecError, DataError, ValueError, FileNotFoundError,
+            NotImplementedError) as err:  # the last: a trainer without user embeddings
+        print(f"fedsim: error: {err}", file=sys.stderr)
+        return 2
+    print(f"{report['method']} on {report['dataset']}: {report['users']} users' embeddings "
+          f"({report['from']}, round {report['round']})")
+    for name, scores in report["attributes"].items():
+        print(f"  {name}: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()
+                                        if k != "class_counts"))
+    print(f"written: {args.run_dir}/{FILE}")
     return 0
 
 

@@ -13,20 +13,25 @@ from typing import Any, Mapping
 from flwr.app import ArrayRecord
 
 from clients.centralized import CentralizedClient
+from clients.fairfed import FairFedClient
 from clients.fedavg import FedAvgClient
 from clients.fedfact import FedFACTPostClient
 from clients.fedfact_in import FedFACTInClient
+from clients.fedfb import FedFBClient
 from clients.fedncf import FedNCFClient
 from clients.fedrecgel import FedRecGELClient
 from fedsim.centralized.registry import TRAINERS, make_trainer
 from fedsim.federation import Federation
 from fedsim.models import backbone, make_classifier
+from fedsim.privacy import ClientAccountant
 from fedsim.protocol import node_count
 from strategies.base import PartitionedStrategy
 from strategies.centralized import LocalTrainingFedAvg
+from strategies.fairfed import FairFed
 from strategies.fedavg import FedAvg
 from strategies.fedfact import FedFACTPost
 from strategies.fedfact_in import FedFACTIn
+from strategies.fedfb import FedFB
 from strategies.fedncf import FedNCF
 from strategies.fedrecgel import FedRecGEL
 
@@ -43,7 +48,8 @@ class Method:
 def _common(spec: Mapping[str, Any], federation: Federation,
             runtime: dict[str, Any]) -> dict[str, Any]:
     """Arguments every strategy takes. The clients get the spec and the run id (which names
-    their private-state store) in every message."""
+    their private-state store) in every message; with DP on, the clients noise their uploads
+    (fedsim/app/client_app.py) and the strategy accounts the budget."""
     return {"num_partitions": federation.num_clients,
             "num_nodes": node_count(spec["nodes"], federation.num_clients),
             "fraction_train": spec["fraction"],
@@ -51,7 +57,8 @@ def _common(spec: Mapping[str, Any], federation: Federation,
             "round_timeout": spec["round_timeout"], "min_replies": spec["min_replies"],
             "max_reply_bytes": int(spec["max_reply_mb"] * 2**20),
             "message_config": {"spec": json.dumps(dict(spec)), "run-id": runtime["run_id"]},
-            "on_round": runtime.get("on_round")}
+            "on_round": runtime.get("on_round"),
+            "accountant": ClientAccountant.from_spec(spec, federation.num_clients)}
 
 
 def _fedfact(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,7 +92,7 @@ def _fedsgd(spec: Mapping[str, Any], federation: Federation,
             runtime: dict[str, Any]) -> dict[str, Any]:
     """Arguments of the FedSGD + server Adam strategies (FedNCF, FedMF, FedRecGEL)."""
     return {"server_lr": spec["fedncf.server_lr"], "item_tables": backbone(spec)[0].ITEM_TABLES,
-            **_common(spec, federation, runtime)}
+            "dense_rows": spec["privacy.clip_norm"] > 0, **_common(spec, federation, runtime)}
 
 
 # FedNCF and FedMF: one client and one server, the backbone named by the spec's `model`.
@@ -109,14 +116,17 @@ METHODS: dict[str, Method] = {
     "fedrecgel": Method(
         client=FedRecGELClient,
         build=lambda spec, fed, runtime: FedRecGEL(
-            item_centric=spec["fedrecgel.item_centric"], **_fedsgd(spec, fed, runtime)),
+            item_centric=spec["fedrecgel.item_centric"], eisam=spec["fedrecgel.eisam"],
+            eisam_alpha=spec["eisam.alpha"], eisam_beta_max=spec["eisam.beta_max"],
+            **_fedsgd(spec, fed, runtime)),
         initial_arrays=_recommender_arrays,
         headline="hr@10",
     ),
     "fedfact_post": Method(
         client=FedFACTPostClient,
         build=lambda spec, fed, runtime: FedFACTPost(
-            pretrain_rounds=spec["fedfact.pretrain_rounds"], **_fedfact(spec),
+            pretrain_rounds=spec["fedfact.pretrain_rounds"],
+            dual_step=spec["fedfact.dual_step"], **_fedfact(spec),
             **_common(spec, fed, runtime)),
         initial_arrays=_classifier_arrays,
         headline="accuracy",
@@ -126,6 +136,21 @@ METHODS: dict[str, Method] = {
         build=lambda spec, fed, runtime: FedFACTIn(
             xi_global=spec["fedfact.xi_global"], **_fedfact(spec),
             **_common(spec, fed, runtime)),
+        initial_arrays=_classifier_arrays,
+        headline="accuracy",
+    ),
+    "fairfed": Method(
+        client=FairFedClient,
+        build=lambda spec, fed, runtime: FairFed(
+            beta=spec["fairfed.beta"], criterion=spec["fairfed.criterion"],
+            **_common(spec, fed, runtime)),
+        initial_arrays=_classifier_arrays,
+        headline="accuracy",
+    ),
+    "fedfb": Method(
+        client=FedFBClient,
+        build=lambda spec, fed, runtime: FedFB(step=spec["fedfb.step"],
+                                               **_common(spec, fed, runtime)),
         initial_arrays=_classifier_arrays,
         headline="accuracy",
     ),

@@ -54,19 +54,31 @@ class Key:
 # Method -> the task it solves; a method's dataset and model must be of that task.
 METHOD_TASKS = {"fedavg": "classification", "fedncf": "recommendation",
                 "fedmf": "recommendation", "fedrecgel": "recommendation",
-                "fedfact_post": "classification", "fedfact_in": "classification"}
+                "fedfact_post": "classification", "fedfact_in": "classification",
+                "fairfed": "classification", "fedfb": "classification",
+                "aurl": "recommendation", "sasrec": "recommendation",
+                "eisam": "recommendation", "raid": "recommendation"}
 METHODS = tuple(METHOD_TASKS)
 DATASETS = (
     "synthetic-rec", "filmtrust", "amazon-video", "lastfm-2k", "movielens-100k",
-    "synthetic-tabular", "adult", "compas", "bank",
+    "synthetic-tabular", "adult", "compas", "bank", "adult-hours",
 )
 RECOMMENDATION_DATASETS = DATASETS[:5]
 PARTITIONERS = ("natural", "iid", "dirichlet", "hetero", "single")
 MODEL_TASKS = {"neumf": "recommendation", "mf": "recommendation", "logreg": "classification",
-               "mlp": "classification"}
-# Methods tied to one backbone (the others take any model of their task).
-METHOD_MODELS = {"fedncf": "neumf", "fedmf": "mf"}
+               "mlp": "classification", "bprmf": "recommendation", "lightgcn": "recommendation",
+               "sasrec": "recommendation"}
+# Methods tied to some backbones, as tuples (the others take any model of their task).
+METHOD_MODELS = {"fedncf": ("neumf",), "fedmf": ("mf",), "fedrecgel": ("neumf", "mf"),
+                 "aurl": ("bprmf", "lightgcn"), "sasrec": ("sasrec",), "eisam": ("sasrec",),
+                 "raid": ("mf",)}
 MODELS = tuple(MODEL_TASKS)
+# Methods that support client-side DP (privacy.clip_norm > 0) and what their shared upload
+# is: "update" = model weights, clipped as the change from the global weights received; "gradient" =
+# a gradient of the shared parameters, clipped as it is (fedsim/privacy/mechanism.py). FedFACT
+# is absent: its group/label counts and dual gradients are not privatised.
+DP_UPLOADS = {"fedavg": "update", "fedncf": "gradient", "fedmf": "gradient",
+              "fedrecgel": "gradient"}
 
 SCHEMA: dict[str, Key] = {
     # --- what runs ---------------------------------------------------------------------
@@ -75,7 +87,9 @@ SCHEMA: dict[str, Key] = {
     "partitioner": Key("natural", "How rows (users for recommendation, samples for tabular "
                        "data) are split into clients.", PARTITIONERS),
     "model": Key("neumf", "Model: neumf or mf for recommendation (fedncf needs neumf, fedmf "
-                 "needs mf, fedrecgel takes either); logreg or mlp for tabular data.",
+                 "needs mf, fedrecgel takes either; aurl takes bprmf or lightgcn; sasrec and eisam "
+                 "take sasrec; raid takes mf, sized by central.dim); logreg or "
+                 "mlp for tabular data.",
                  MODELS),
     "rounds": Key(20, "Number of federated rounds.", low=1, high=100_000),
     "seed": Key(0, "Training seed: model init, client sampling, negatives, local batches.",
@@ -89,8 +103,16 @@ SCHEMA: dict[str, Key] = {
     "nodes": Key(16, "Simulated Flower nodes hosting the clients (node i hosts the clients p with "
                   "p % nodes == i; capped at the number of clients). Results do not depend on it; "
                   "speed does. 0 = one node per client.", low=0, high=1_000_000),
+    "cohort": Key(True, "Cohort mode: a node computes the FedNCF/FedMF/FedRecGEL clients of one "
+                  "message in one vectorised pass (same per-client math, float-tolerance equal "
+                  "to one by one). false = one client at a time (bit-reproducible across node "
+                  "layouts)."),
     "eval_every": Key(1, "Evaluate every this many rounds (the last round is always evaluated).",
                       low=1, high=100_000),
+    "eval_full_every": Key(1, "Recommendation: compute the full-ranking metrics at every this "
+                           "many rounds' evaluation (and the last round's); the sampled ones at "
+                           "every evaluation. Full ranking scores every item for every user.",
+                           low=1, high=100_000),
     "data_dir": Key("", "Directory holding the dataset folders; empty = FEDSIM_DATA_DIR, then the "
                     "user cache (~/.cache/fedsim)."),
     "out_dir": Key("", "Where results go; empty = runs/<method>-<dataset>-<time> under the current "
@@ -99,6 +121,8 @@ SCHEMA: dict[str, Key] = {
     "data.seed": Key(42, "Seed of the data preparation: sampled test/validation negatives "
                      "(recommendation), train/test split (tabular). 42 as the FedRecGEL authors.",
                      low=0, high=2**31 - 1),
+    "data.synthetic_users": Key(500, "synthetic-rec: number of users (scaling benchmarks).",
+                                low=10, high=10_000_000),
     "data.validation": Key(True, "Recommendation: hold out the second-latest interaction per user "
                            "as a validation item (the clean protocol's model selection)."),
     "data.test_negatives": Key(99, "Recommendation: sampled negatives per test/validation item.",
@@ -128,6 +152,16 @@ SCHEMA: dict[str, Key] = {
     "mf.factor_dim": Key(32, "MF: user and item embedding size.", low=1, high=4096),
     "mlp.hidden": Key(32, "mlp: hidden units of the one-hidden-layer classifier.", low=1,
                       high=100_000),
+    "lightgcn.layers": Key(3, "LightGCN: propagation layers; the output is the mean of layers "
+                           "0..layers (size: central.dim).", low=0, high=16),
+    "sasrec.blocks": Key(2, "SASRec: self-attention blocks (size: central.dim).", low=1,
+                         high=64),
+    "sasrec.heads": Key(1, "SASRec: attention heads per block (central.dim must be divisible "
+                        "by it).", low=1, high=64),
+    "sasrec.max_len": Key(50, "SASRec: input length (the newest items of a sequence); training "
+                          "windows hold this many targets.", low=1, high=100_000),
+    "sasrec.dropout": Key(0.2, "SASRec: dropout on the embeddings, attention weights and "
+                          "feed-forward layers.", low=0.0, high=0.9),
     # --- runtime -----------------------------------------------------------------------------
     "state_dir": Key("", "Node-local directory for the clients' private state (user embeddings, "
                      "personal models, local duals), one file per client and round; empty = "
@@ -176,6 +210,11 @@ SCHEMA: dict[str, Key] = {
                                   "of norm rho_sh per item row, and item rows averaged on the "
                                   "server over the clients that touched the item. false = the "
                                   "authors' algorithm."),
+    "fedrecgel.eisam": Key(False, "FedRecGEL: our EISAM client optimizer (E1): the shared-group "
+                           "perturbation follows the gradient of the loss weighted by the "
+                           "positive item's beta (eisam.alpha, eisam.beta_max; from item counts "
+                           "every client reports once) and the upload is g + g~_beta - g_beta. "
+                           "false = the authors' SAM."),
     "central.lr": Key(0.001, "Centralized methods (AURL, EISAM, RAID): Adam learning rate.",
                       low=0.0, high=100.0, low_open=True),
     "central.weight_decay": Key(0.0, "Centralized methods: Adam weight decay.", low=0.0,
@@ -184,6 +223,45 @@ SCHEMA: dict[str, Key] = {
                               high=10_000_000),
     "central.dim": Key(64, "Centralized methods: embedding size of users and items.", low=1,
                        high=4096),
+    "aurl.lambda_ga": Key(1.0, "AURL: weight of group alignment (MMD of tail to head "
+                          "representations, items and users). 0 with aurl.lambda_gu = 0 = the "
+                          "plain backbone. Default: best validation NDCG@10 of a 5-point sweep "
+                          "(docs/centralized.md).", low=0.0, high=1e6),
+    "aurl.lambda_gu": Key(0.1, "AURL: weight of global uniformity (users and items).", low=0.0,
+                          high=1e6),
+    "aurl.t": Key(2.0, "AURL: temperature t of the uniformity log-mean-exp(-t ||z - z'||^2).",
+                  low=0.0, high=100.0, low_open=True),
+    "aurl.l2": Key(1e-4, "AURL and its backbones: L2 weight on the batch's layer-0 embeddings "
+                   "(sum of squares / 2 / batch size).", low=0.0, high=100.0),
+    "eisam.mode": Key("e1", "EISAM: e1 = one shared perturbation along the gradient of the "
+                      "item-weighted loss (two passes per step); e2 = closed-form sharpness "
+                      "penalty on the item rows (one pass).", ("e1", "e2")),
+    "eisam.rho": Key(0.05, "EISAM: radius rho (e1: perturbation norm; e2: penalty weight). "
+                     "0 = plain SASRec, bit for bit.", low=0.0, high=100.0),
+    "eisam.alpha": Key(1.0, "EISAM (and fedrecgel.eisam): item weights beta_i = min(beta_max, "
+                       "(mean n / n_i)^alpha) over training counts n_i, normalised to mean 1 "
+                       "over the trained items; 0 = all ones.", low=0.0, high=10.0),
+    "eisam.beta_max": Key(10.0, "EISAM (and fedrecgel.eisam): cap of the item weights before "
+                          "normalisation.", low=0.0, high=1e6, low_open=True),
+    "raid.beta": Key(1.0, "RAID: weight of the transport penalty mean_u ||y_u - t_u||^2 in "
+                     "phase 2. 0 = the undefended MF, bit for bit.", low=0.0, high=1e6),
+    "raid.warmup": Key(10, "RAID: phase-1 epochs (BCE only) before the penalty starts.", low=0,
+                       high=100_000),
+    "raid.refresh": Key(5, "RAID: epochs between recomputations of the class barycenter and the "
+                        "users' targets (the centroid-update frequency).", low=1, high=100_000),
+    "raid.support": Key(256, "RAID: support points m of the free-support W2 barycenter (capped "
+                        "at the number of users).", low=1, high=1_000_000),
+    "raid.attribute": Key("gender", "RAID: the user attribute defended and attacked (MovieLens-"
+                          "100K: gender, age_30 = age >= 30, age_group, occupation; synthetic-"
+                          "rec: gender, age_group).",
+                          ("gender", "age_30", "age_group", "occupation")),
+    "raid.negatives": Key(4, "RAID: sampled negatives per training pair in the BCE loss.",
+                          low=1, high=1000),
+    "raid.noise": Key(0.0, "RAID's baseline defence: Gaussian noise added to the released user "
+                      "embeddings after training, std = this x their RMS entry (evaluation and "
+                      "attack see the noisy ones). 0 = none.", low=0.0, high=1e6),
+    "raid.attack_seeds": Key(5, "RAID: attacker splits (80/20 over users) averaged in each "
+                             "evaluation's attack scores.", low=1, high=1000),
     "fedfact.pretrain_rounds": Key(10, "FedFACT post: FedAvg rounds (fedavg.* keys) before the "
                                    "dual stage; the remaining rounds optimise the duals.", low=0,
                                    high=100_000),
@@ -210,8 +288,34 @@ SCHEMA: dict[str, Key] = {
     "fedfact.weight_lr": Key(0.3, "FedFACT in: rate of the exponentiated-weights update of the "
                              "mixture weight of shared and personal model.", low=0.0,
                              high=1e6),
+    "fedfact.dual_step": Key("plain", "FedFACT post: server step on lambda: plain (dual_lr, the "
+                             "paper's) or scaled per constraint by the pooled share of its "
+                             "(group, label event) cell (ours, as the clients' mu_k steps); "
+                             "plain diverges with small groups (strategies/fedfact.py).",
+                             ("plain", "scaled")),
     "fedfact.local_steps": Key(20, "FedFACT post: projected gradient steps on the local duals "
                                "per round.", low=1, high=100_000),
+    "fairfed.beta": Key(1.0, "FairFed: step beta of the aggregation-weight update w_k <- w_k - "
+                        "beta (Delta_k - mean Delta), Delta_k = |F_global - F_k|. 0 = FedAvg.",
+                        low=0.0, high=1e6),
+    "fairfed.criterion": Key("dp", "FairFed: the tracked fairness metric F: demographic parity "
+                             "(the paper's SPD) or equal opportunity (TPR differences).",
+                             ("dp", "eop")),
+    "fedfb.step": Key(0.3, "FedFB: step alpha of the server's update of the per-(group, label) "
+                      "loss weights (alpha / sqrt(t - 1) before round t); the authors' default. "
+                      "0 = FedAvg.", low=0.0, high=1e6),
+    # --- differential privacy ------------------------------------------------------------------
+    "privacy.clip_norm": Key(0.0, "Client-side differential privacy of the shared uploads: "
+                             "each client clips its upload (FedAvg: the model update; FedNCF, "
+                             "FedMF, FedRecGEL: the gradient, over every item row) to this L2 "
+                             "norm and adds Gaussian noise (docs/privacy.md). 0 = off.",
+                             low=0.0, high=1e6),
+    "privacy.noise_multiplier": Key(1.0, "DP: noise std over privacy.clip_norm (when "
+                                    "privacy.clip_norm > 0). 0 = clipping only, no guarantee "
+                                    "(epsilon = inf).", low=0.0, high=1e6),
+    "privacy.delta": Key(1e-5, "DP: the delta at which the budget epsilon is reported (per "
+                         "client, over the rounds it trained; docs/results.md).", low=0.0,
+                         high=0.1, low_open=True),
 }
 
 DEFAULTS: dict[str, bool | int | float | str] = {k: key.default for k, key in SCHEMA.items()}
@@ -273,9 +377,25 @@ def _check_combination(spec: Mapping[str, Any]) -> None:
     if spec["method"] == "fedfact_post" and spec["fedfact.pretrain_rounds"] >= spec["rounds"]:
         raise SpecError(f"fedfact.pretrain_rounds = {spec['fedfact.pretrain_rounds']} leaves no "
                         f"post-processing round: expected < rounds = {spec['rounds']}")
-    if spec["method"] in METHOD_MODELS and spec["model"] != METHOD_MODELS[spec["method"]]:
+    if spec["method"] in METHOD_MODELS and spec["model"] not in METHOD_MODELS[spec["method"]]:
         raise SpecError(f"model = {spec['model']!r} does not fit method = {spec['method']!r}: "
-                        f"expected {METHOD_MODELS[spec['method']]!r}")
+                        "expected " + " or ".join(map(repr, METHOD_MODELS[spec["method"]])))
+    dp_on = spec["privacy.clip_norm"] > 0
+    if dp_on and spec["method"] not in DP_UPLOADS:
+        raise SpecError(f"privacy.clip_norm = {spec['privacy.clip_norm']}: method = "
+                        f"{spec['method']!r} does not support differential privacy (it shares "
+                        "statistics that are not privatised): expected privacy.clip_norm = 0, "
+                        "or method one of " + ", ".join(repr(m) for m in DP_UPLOADS))
+    if dp_on and spec["method"] == "fedrecgel" and spec["fedrecgel.item_centric"]:
+        raise SpecError(f"fedrecgel.item_centric = true with privacy.clip_norm = "
+                        f"{spec['privacy.clip_norm']}: item-centric aggregation needs the item "
+                        "rows each client touched, which DP mode hides (every client uploads "
+                        "every row): expected fedrecgel.item_centric = false")
+    if dp_on and spec["method"] == "fedrecgel" and spec["fedrecgel.eisam"]:
+        raise SpecError(f"fedrecgel.eisam = true with privacy.clip_norm = "
+                        f"{spec['privacy.clip_norm']}: "
+                        "the item counts each client reports for the EISAM weights are not "
+                        "privatised: expected fedrecgel.eisam = false")
     if spec["partition.low"] > spec["partition.high"]:
         raise SpecError(f"partition.low = {spec['partition.low']} > partition.high = "
                         f"{spec['partition.high']}: expected low <= high")

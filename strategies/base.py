@@ -23,7 +23,10 @@ experiments need:
   the clients of a node count once per client), for training (every message of the round
   before evaluation) and for evaluation apart; ``ray_nodes``, the number of distinct Ray nodes
   whose actors served the round's replies (0 outside Ray), shows whether a multi-node cluster
-  is used; it is read from the replies' "runtime" record and never enters the math;
+  is used; it is read from the replies' "runtime" record and never enters the math; with an
+  ``accountant`` (client-side DP, :mod:`fedsim.privacy`), one DP release per client asked to
+  train and the budget spent so far ("privacy_epsilon" and "privacy_releases" in every round's
+  record);
 - history: one record per round (train and evaluation metrics, bytes, failures, rejections,
   seconds), handed to an optional ``on_round`` callback as soon as the round ends.
 
@@ -49,6 +52,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from fedsim.privacy import ClientAccountant
 from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, PARTITIONS, SHARED, ClientReply, pack_arrays,
                              ray_node, read_reply)
 
@@ -84,6 +88,9 @@ class PartitionedStrategy(Strategy):
         Largest array payload accepted from one logical client in one reply.
     node_wait_timeout : float (default: 600)
         Seconds to wait for all nodes to register before failing.
+    accountant : ClientAccountant, optional
+        Counts the clients' DP releases (one per client asked to train) and reports the privacy
+        budget in every round's record; the clients must apply the matching mechanism.
     """
 
     def __init__(self, *, num_partitions: int, num_nodes: int | None = None,
@@ -92,7 +99,8 @@ class PartitionedStrategy(Strategy):
                  on_round: Callable[[dict[str, Any]], None] | None = None,
                  on_checkpoint: Callable[[int, ArrayRecord], None] | None = None,
                  round_timeout: float = 3600.0, min_replies: float = 0.0,
-                 max_reply_bytes: int = 64 << 20, node_wait_timeout: float = 600.0):
+                 max_reply_bytes: int = 64 << 20, node_wait_timeout: float = 600.0,
+                 accountant: ClientAccountant | None = None):
         if num_partitions < 1:
             raise ValueError(f"num_partitions = {num_partitions}: expected >= 1")
         if not 0.0 < fraction_train <= 1.0:
@@ -111,6 +119,7 @@ class PartitionedStrategy(Strategy):
         self.min_replies = min_replies
         self.max_reply_bytes = max_reply_bytes
         self.node_wait_timeout = node_wait_timeout
+        self.accountant = accountant
         self.partition_to_node: dict[int, int] = {}
         self.num_rounds = 0
         self.history: list[dict[str, Any]] = []
@@ -137,11 +146,16 @@ class PartitionedStrategy(Strategy):
     def state_dict(self) -> dict[str, Any]:
         """Server state a checkpoint needs (subclasses add theirs); node ids are not kept:
         a resumed run discovers its nodes anew."""
-        return {"history": [dict(r) for r in self.history], "bytes": dict(self.bytes)}
+        state = {"history": [dict(r) for r in self.history], "bytes": dict(self.bytes)}
+        if self.accountant is not None:
+            state["accountant"] = self.accountant.state_dict()
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [dict(r) for r in state["history"]]
         self.bytes = dict(state["bytes"])
+        if self.accountant is not None:
+            self.accountant.load_state_dict(state["accountant"])
 
     # --- discovery and sampling ------------------------------------------------------------------
     def connect(self, grid: Grid) -> None:
@@ -184,6 +198,8 @@ class PartitionedStrategy(Strategy):
         shared_bytes = payload_bytes(shared) if shared is not None else 0
         direction = "eval_down" if message_type == MessageType.EVALUATE else "down"
         self._phase, self._addressed = (message_type if by_node else ""), by_node
+        if message_type == MessageType.TRAIN and self.accountant is not None:
+            self.accountant.record(p for addressed in by_node.values() for p in addressed)
         messages = []
         for node, addressed in by_node.items():
             records: dict[str, Any] = {CONFIG: ConfigRecord({
@@ -325,6 +341,7 @@ class PartitionedStrategy(Strategy):
                   "rejected": self._round.get("rejected", 0),
                   **{f"bytes_{k}": v for k, v in self.bytes.items()},
                   "ray_nodes": len(self._ray_nodes),
+                  **(self.accountant.metrics() if self.accountant is not None else {}),
                   "round_seconds": time.perf_counter() - self._round_start}
         self.history.append(record)
         if self.on_round is not None:

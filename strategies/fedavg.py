@@ -58,12 +58,14 @@ class FedAvg(PartitionedStrategy):
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         return self.average(self.collect(replies))
 
-    def average(self, clients: list[ClientReply]
+    def average(self, clients: list[ClientReply], weights: Iterable[float] | None = None
                 ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """Example-weighted mean of the clients' arrays and train losses (recorded)."""
+        """Weighted mean of the clients' arrays and train losses (recorded); the weights
+        (normalised here) default to the clients' example counts."""
         if not clients:
             return None, None
-        weights = np.array([c.metrics["num-examples"] for c in clients], dtype=np.float64)
+        weights = np.array([c.metrics["num-examples"] for c in clients] if weights is None
+                           else list(weights), dtype=np.float64)
         weights /= weights.sum()
         average = {name: sum(w * c.arrays[name] for w, c in zip(weights, clients))
                    for name in clients[0].arrays if name not in self.extra_reply_arrays}

@@ -13,7 +13,12 @@ Two stages in one run of ``rounds`` rounds:
    server asks every client once (``query.counts``) for its group/label counts n_k[a, y] and
    sums them. Each round it sends the frozen model, λ and the pooled counts; clients update μ_k
    privately and reply ∇_λ Ĥ'_k; the server steps
-   λ ← Proj_Λ(λ − dual_lr · Σ_k p_k ∇_λ Ĥ'_k), p_k = n_k / n.
+   λ ← Proj_Λ(λ − s · Σ_k p_k ∇_λ Ĥ'_k), p_k = n_k / n,
+   with s = dual_lr (``dual_step="plain"``, the paper's) or, per constraint u = (kind, a', y),
+   s_u = dual_lr · P(A=a', Y∈E_u) from the pooled counts (``"scaled"``, ours). A dual moves
+   its group's class offsets by Λ_u / p_a', so with a small group the plain step overshoots:
+   on Adult with three race groups (one of 4.6% of the rows) it diverges at dual_lr = 0.2. The
+   clients' μ_k steps take the same per-cell scaling (:mod:`clients.fedfact`).
 Evaluation after stage 1 sends λ and the pooled counts too, and each client evaluates its own
 calibrated classifier.
 
@@ -41,7 +46,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 
 from clients.fedfact import LAMBDA, POOLED
-from fedsim.fairness.calibration import CRITERIA, project_l1_ball
+from fedsim.fairness.calibration import CRITERIA, cell_shares, project_l1_ball
 from fedsim.protocol import ClientReply
 from strategies.fedavg import FedAvg
 
@@ -53,16 +58,19 @@ class FedFACTStrategy(FedAvg):
 
     Parameters
     ----------
-    variant : {"g", "l", "gl"}
+    variant : {"g", "l", "gl"} (default: "gl")
         Which constraints are active: global, local or both.
-    criterion : {"dp", "eop", "eo"}
+    criterion : {"dp", "eop", "eo"} (default: "dp")
         Fairness criterion (sizes λ: one pair per (kind, group, class)).
-    dual_lr : float
+    dual_lr : float (default: 0.2)
         Step size of the dual updates.
-    bound : float
-        Radius B_d of the non-negative L1 ball the duals are projected onto.
+    bound : float (default: 5.0)
+        Radius B_d of the non-negative L1 ball the duals are projected onto (the paper's).
     **kwargs
         Those of :class:`~strategies.base.PartitionedStrategy`.
+
+    The clients must run with the same variant, criterion and dual_lr (fedsim's clients read
+    them, and ξ, from the spec in ``message_config``; see docs/plugins.md).
     """
 
     def __init__(self, *, variant: str = "gl", criterion: str = "dp", dual_lr: float = 0.2,
@@ -101,15 +109,21 @@ class FedFACTPost(FedFACTStrategy):
 
     Parameters
     ----------
-    pretrain_rounds : int
-        FedAvg rounds before the dual stage.
+    pretrain_rounds : int (default: 10)
+        FedAvg rounds before the dual stage (the spec key's default).
+    dual_step : {"plain", "scaled"} (default: "plain")
+        Server step on λ: ``dual_lr`` for every constraint (the paper's), or ``dual_lr`` times
+        the pooled share of each constraint's cell (ours; for small groups, see above).
     **kwargs
         Those of :class:`FedFACTStrategy` (``dual_lr`` is the server step on λ).
     """
 
-    def __init__(self, *, pretrain_rounds: int, **kwargs: Any):
+    def __init__(self, *, pretrain_rounds: int = 10, dual_step: str = "plain", **kwargs: Any):
         super().__init__(**kwargs)
+        if dual_step not in ("plain", "scaled"):
+            raise ValueError(f"dual_step = {dual_step!r}: expected 'plain' or 'scaled'")
         self.pretrain_rounds = pretrain_rounds
+        self.dual_step = dual_step
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
@@ -121,9 +135,12 @@ class FedFACTPost(FedFACTStrategy):
                                  shared=self.dual_arrays(arrays))
 
     def check_reply(self, reply: ClientReply) -> str | None:
-        """Pre-training: FedAvg's rule; dual stage: a λ gradient shaped like λ."""
+        """Pre-training: FedAvg's rule; dual stage: a λ gradient shaped like λ (no arrays at all
+        for variant "l", whose clients only step their private μ_k)."""
         if self.pooled is None or self._phase != MessageType.TRAIN:
             return super().check_reply(reply)
+        if "g" not in self.variant:
+            return None if not reply.arrays else f"unexpected arrays {sorted(reply.arrays)}"
         gradient = reply.arrays.get("grad_lambda")
         if gradient is None or gradient.shape != self.lam.shape:
             return f"grad_lambda: expected an array of shape {self.lam.shape}"
@@ -140,12 +157,18 @@ class FedFACTPost(FedFACTStrategy):
         weights /= weights.sum()
         if "g" in self.variant:
             gradient = sum(w * c.arrays["grad_lambda"] for w, c in zip(weights, clients))
-            self.lam = project_l1_ball(self.lam - self.dual_lr * gradient, self.bound)
+            self.lam = project_l1_ball(self.lam - self.lambda_step() * gradient, self.bound)
         metrics = {"dual_objective": float(sum(w * c.metrics["dual-objective"]
                                                for w, c in zip(weights, clients))),
                    "lambda_l1": float(self.lam.sum())}
         self.record_train(metrics)
         return None, MetricRecord(metrics)  # the model stays frozen
+
+    def lambda_step(self) -> float | np.ndarray:
+        """Step size of the λ update: a scalar, or one per constraint [U] (``dual_step``)."""
+        if self.dual_step == "plain":
+            return self.dual_lr
+        return self.dual_lr * cell_shares(self.pooled, self.criterion)
 
     def evaluate_shared(self, arrays: ArrayRecord) -> ArrayRecord:
         return arrays if self.pooled is None else self.dual_arrays(arrays)

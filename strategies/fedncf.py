@@ -11,6 +11,14 @@ rows its round sample needs (its positives and this round's negatives; the uploa
 same set), and receives only those rows plus the dense layers. Evaluation sends the full shared
 model, since ranking needs every item.
 
+Dense rows (``dense_rows=True``, fedsim's client-side DP mode, :mod:`fedsim.privacy`): no row
+request; every sampled client receives every item row and uploads a gradient over every row
+(zero where its sample touched none), clipped and noised as a whole. The item-sparse protocol
+tells the server which items each client's sample touched, in the row request and again in the
+upload; those sets are the client's positives plus this round's fresh negatives, so the items
+present in every round a client trains are its positives. Noising only the touched rows would
+leave that in the clear; dense rows hide it, at the cost of a full item table each way per client.
+
 Messages (layout of :mod:`fedsim.protocol`; per-client arrays are keyed "<partition>/<name>")
 ---------------------------------------------------------------------------------------------
 - ``query.rows``: no arrays; each client replies "item_ids" (int64 [n]).
@@ -49,15 +57,20 @@ class FedNCF(PartitionedStrategy):
     item_tables : sequence of str (default: NeuMF's)
         Names of the item-embedding tables (sent and aggregated row by row); the backbone's
         ``ITEM_TABLES``, so the same strategy serves NeuMF (FedNCF) and MF (FedMF).
+    dense_rows : bool (default: False)
+        Send every client every item row without asking which it needs (DP mode: the uploads
+        then cover every row and do not reveal which items a client touched).
     **kwargs
         Those of :class:`~strategies.base.PartitionedStrategy`.
     """
 
     def __init__(self, *, server_lr: float = 1e-3,
-                 item_tables: Sequence[str] = NeuMF.ITEM_TABLES, **kwargs: Any):
+                 item_tables: Sequence[str] = NeuMF.ITEM_TABLES, dense_rows: bool = False,
+                 **kwargs: Any):
         super().__init__(**kwargs)
         self.server_lr = server_lr
         self.item_tables = tuple(item_tables)
+        self.dense_rows = dense_rows
         self.params: dict[str, torch.Tensor] = {}
         self.optimizer: torch.optim.Adam | None = None
         self._sent: dict[int, np.ndarray] = {}  # partition -> item ids sent this round
@@ -81,19 +94,34 @@ class FedNCF(PartitionedStrategy):
     # --- training ------------------------------------------------------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
+        if self.dense_rows:
+            return self._dense_instructions(server_round)
         asks = self.instructions(ROWS, server_round, self.sample(server_round))
         rows = {c.partition: c.arrays["item_ids"]
                 for c in self.collect(self.exchange(grid, asks))}
         dense = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()
                              if k not in self.item_tables})
-        per_client = {}
         self._sent = rows
-        for partition, item_ids in rows.items():
-            index = torch.from_numpy(item_ids)
-            per_client[partition] = {"item_ids": item_ids,
-                                     **{k: self.params[k][index].numpy() for k in self.item_tables}}
+        per_client = {partition: self.client_rows(item_ids) for partition, item_ids in rows.items()}
         return self.instructions(MessageType.TRAIN, server_round, sorted(rows), shared=dense,
                                  per_client=per_client)
+
+    def client_rows(self, item_ids: np.ndarray) -> dict[str, np.ndarray]:
+        """What a client gets for the rows it asked for: "item_ids" and the item tables' rows
+        (a subclass may add per-row arrays)."""
+        index = torch.from_numpy(item_ids)
+        return {"item_ids": item_ids,
+                **{k: self.params[k][index].numpy() for k in self.item_tables}}
+
+    def _dense_instructions(self, server_round: int) -> list[Message]:
+        """Training messages of DP mode: the whole shared model for every sampled client, whose
+        "item_ids" are then every item, and no row request."""
+        sampled = self.sample(server_round)
+        every = np.arange(len(self.params[self.item_tables[0]]), dtype=np.int64)
+        self._sent = {partition: every for partition in sampled}
+        shared = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()})
+        return self.instructions(MessageType.TRAIN, server_round, sampled, shared=shared,
+                                 per_client={p: {"item_ids": every} for p in sampled})
 
     def check_reply(self, reply: ClientReply) -> str | None:
         """Row requests: unique int64 item ids of the catalogue. Uploads: exactly the rows sent,

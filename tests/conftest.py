@@ -25,3 +25,15 @@ def data_dir() -> Path:
     if not path.is_dir():
         pytest.fail(f"FEDSIM_DATA_DIR={raw} is not a directory")
     return path
+
+
+@pytest.fixture
+def one_torch_thread():
+    """One intra-op torch thread for the test (as in a Ray actor): on the shared 2-core machine
+    the second thread mostly spins (an MF epoch took 10x the CPU time). Results are the same."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

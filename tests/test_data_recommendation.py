@@ -9,7 +9,7 @@ from sklearn.linear_model import LogisticRegression
 from fedsim.data import DataError, Interactions, load_dataset
 from fedsim.data.files import locate, read_rows
 from fedsim.data.interactions import build_interactions
-from fedsim.data.recommendation import AMAZON_VIDEO_RATINGS
+from fedsim.data.recommendation import AMAZON_VIDEO_RATINGS, ML100K_RATINGS
 from fedsim.data.synthetic import draw_synthetic_interactions, make_synthetic_interactions
 
 # (users, items, distinct interactions after the >= 5 filter)
@@ -36,6 +36,7 @@ def check_split(data: Interactions, num_negatives: int = 99) -> None:
     for u in range(data.num_users):
         train = data.user_items(u)
         assert np.all(np.diff(train) > 0)  # ascending, no duplicate
+        assert np.array_equal(np.sort(data.user_sequence(u)), train)  # the same items, in time order
         seen = set(train.tolist()) | {int(items[u]) for items, _ in held_out}
         assert len(seen) == len(train) + len(held_out)  # held-out items are not in train
         for _, negatives in held_out:
@@ -82,6 +83,7 @@ def test_movielens_attributes(data_dir):
     attributes = data.user_attributes
     assert np.bincount(attributes["gender"]).tolist() == [670, 273]  # u.user: 670 M, 273 F
     assert np.bincount(attributes["age_group"], minlength=4).tolist() == [234, 310, 194, 205]
+    assert np.bincount(attributes["age_30"]).tolist() == [409, 534]  # age < 30, age >= 30
     assert attributes["occupation"].max() == 20  # 21 occupations
 
 
@@ -100,6 +102,20 @@ def test_amazon_test_item_is_latest(data_dir):
         assert time_of[raw_users[u], raw_items[i]] == latest[raw_users[u]]
 
 
+def test_movielens_sequences_follow_time(data_dir):
+    """On the raw u.data, every user's training sequence has non-decreasing timestamps, ties by item id,
+    and ends before the validation item's time."""
+    rows = read_rows(locate(ML100K_RATINGS, data_dir), "\t", 4)
+    raw_users = sorted({int(row[0]) for row in rows})
+    raw_items = sorted({int(row[1]) for row in rows})
+    time_of = {(int(user), int(item)): int(time) for user, item, _, time in rows}
+    data = load_dataset("movielens-100k", data_dir)
+    for u in range(data.num_users):
+        keys = [(time_of[raw_users[u], raw_items[i]], i) for i in data.user_sequence(u)]
+        assert keys == sorted(keys)
+        assert keys[-1] <= (time_of[raw_users[u], raw_items[data.val_items[u]]], data.val_items[u])
+
+
 def test_leave_one_out_order_and_dedup():
     # user "a": item 30 seen twice (the later copy at t=9 wins, so it is the test item); t ties go to the higher id.
     users = ["a"] * 7 + ["b"] * 5 + ["c"] * 4
@@ -114,6 +130,8 @@ def test_leave_one_out_order_and_dedup():
     assert raw_items[a_test] == 30 and raw_items[a_val] == 50
     assert raw_items[b_test] == 3 and raw_items[b_val] == 2  # equal times 5: the higher item id is later
     assert [raw_items[i] for i in data.user_items(0)] == [10, 20, 40, 60]
+    assert [raw_items[i] for i in data.user_sequence(0)] == [60, 10, 20, 40]  # t = 0, 1, 2, 4
+    assert [raw_items[i] for i in data.user_sequence(1)] == [4, 5, 1]  # t = 1, 1, 5: ties by item id
     check_split(data, num_negatives=2)
 
 

@@ -11,7 +11,7 @@ from fedsim.data.tabular import build_tabular
 
 # Rows after cleaning: Adult 32,561 + 16,281 records minus the 3,620 with a "?" (the banner line of adult.test is
 # not a record); COMPAS after ProPublica's filter; Bank has no missing values.
-ROWS = {"adult": 45222, "compas": 6172, "bank": 4521}
+ROWS = {"adult": 45222, "adult-hours": 45222, "compas": 6172, "bank": 4521}
 
 
 def check_tabular(data: Tabular, num_rows: int) -> None:
@@ -33,7 +33,7 @@ def check_tabular(data: Tabular, num_rows: int) -> None:
 def test_real_shapes(data_dir, name):
     data = load_dataset(name, data_dir)
     check_tabular(data, ROWS[name])
-    sensitive_column = {"adult": "sex", "compas": "race", "bank": "age"}[name]
+    sensitive_column = {"adult": "sex", "adult-hours": "race", "compas": "race", "bank": "age"}[name]
     assert not any(f.split("=")[0] == sensitive_column for f in data.feature_names)  # attribute-blind features
 
 
@@ -44,6 +44,21 @@ def test_adult_balance(data_dir):
     assert 0.22 < data.y_train.mean() < 0.27  # about a quarter earn >50K
     assert data.y_train[data.s_train == 1].mean() < data.y_train[data.s_train == 0].mean() / 2
     assert not any(name.startswith(("sex", "fnlwgt", "education=")) for name in data.feature_names)
+
+
+def test_adult_hours_is_three_classes_by_three_race_groups(data_dir):
+    data = load_dataset("adult-hours", data_dir)
+    assert data.class_names == ("<40", "40", ">40") and data.group_names == ("White", "Black", "Other")
+    y, s = np.concatenate([data.y_train, data.y_test]), np.concatenate([data.s_train, data.s_test])
+    assert np.bincount(y).tolist() == [10087, 21358, 13777]  # the docstring's sizes
+    assert np.bincount(s).tolist() == [38903, 4228, 2091]
+    over_40 = [np.mean(y[s == a] == 2) for a in range(3)]
+    assert over_40[0] > 0.3 and over_40[1] < 0.16  # the multi-class DP gap the task is for
+    assert not any(f.startswith(("race", "hours")) for f in data.feature_names)
+    assert {"sex=Female", "income=>50K"} <= set(data.feature_names)
+    # Same rows and split as adult: the features it shares with adult are the same values.
+    adult = load_dataset("adult", data_dir)
+    assert np.array_equal(adult.x_train[:, 0], data.x_train[:, 0])  # age, min-max scaled
 
 
 def test_compas_features(data_dir):

@@ -104,7 +104,8 @@ def test_malformed_updates_are_rejected_and_never_aggregated(monkeypatch, caplog
         return (corruption(upload) if self.partition_id % 2 else upload), metrics
 
     monkeypatch.setattr(FedNCFClient, "train", corrupt)
-    strategy, history, _ = run_fake({**REC, "rounds": 1, "max_reply_mb": 1.0})
+    # One client at a time: the corruption is patched into the per-client path.
+    strategy, history, _ = run_fake({**REC, "rounds": 1, "max_reply_mb": 1.0, "cohort": False})
     assert history[1]["rejected"] > 0 and history[1]["train_clients"] > 0
     assert history[1]["rejected"] + history[1]["train_clients"] == 25
     assert all(torch.isfinite(p).all() for p in strategy.params.values())

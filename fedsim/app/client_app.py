@@ -9,6 +9,10 @@ node. Message layout: :mod:`fedsim.protocol`.
 A logical client that raises is reported in the reply's "client-errors" record; the node's other
 clients still reply. Injected faults (spec table ``faults``) strike training only, drawn from
 (seed, client, round) so that every run of a spec fails the same clients.
+
+With client-side DP on (``privacy.clip_norm > 0``) each client's training upload is clipped and
+noised before the reply is packed (:mod:`fedsim.privacy.mechanism`, which also says why
+Flower's DP mods, built for one client per message, are not used).
 """
 
 from __future__ import annotations
@@ -25,9 +29,11 @@ import numpy as np
 from flwr.app import ConfigRecord, Context, Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 
+from clients import cohort
 from fedsim.app.private_store import PrivateStore
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
+from fedsim.privacy import GaussianMechanism
 from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, PARTITIONS, SHARED, hosted_partitions,
                              reply_content, unpack_arrays)
 from fedsim.spec import resolve
@@ -78,8 +84,15 @@ def runtime_info() -> dict[str, str]:
     return {"ray-node": ray.get_runtime_context().get_node_id()}
 
 
-def _for_each_client(msg: Message, context: Context, call: Callable) -> Message:
-    """Run `call(client, shared, own, state, round)` for every addressed client; pack replies."""
+def _for_each_client(msg: Message, context: Context, call: Callable,
+                     batched: Callable | None = None) -> Message:
+    """Run `call(client, shared, own, state, round)` for every addressed client; pack replies.
+
+    `batched(clients, shared, owns, states, round)`, where given, computes all the clients'
+    replies at once (cohort mode, :mod:`clients.cohort`) when the spec's ``cohort`` is on and
+    the clients support it. If it raises, the clients run one by one instead, so that a failing
+    client fails alone.
+    """
     config = msg.content.config_records[CONFIG]
     spec_json, server_round = str(config["spec"]), int(config["server-round"])
     spec, run_id = _spec(spec_json), str(config["run-id"])
@@ -93,15 +106,33 @@ def _for_each_client(msg: Message, context: Context, call: Callable) -> Message:
     own = (unpack_arrays(msg.content.array_records[CLIENT_ARRAYS])
            if CLIENT_ARRAYS in msg.content.array_records else {})
     arrays, metrics, errors = {}, {}, {}
+    ready = []  # (partition, client, store) of the clients that got past setup
     for partition in config[PARTITIONS]:
         try:
             if training:
                 inject_fault(spec, int(partition), server_round)
             client = _client(spec_json, int(partition))
             store = PrivateStore(state_root(spec), run_id, int(partition), visible, write)
+            ready.append((partition, client, store))
+        except Exception:  # one failing client must not sink the others on its node
+            errors[partition] = traceback.format_exc()
+    clients = [client for _, client, _ in ready]
+    if batched is not None and spec["cohort"] and len(ready) > 1 and cohort.supports(clients,
+                                                                                      shared):
+        try:
+            replies = batched(clients, shared, [own.get(p, {}) for p, _, _ in ready],
+                              [store for _, _, store in ready], server_round)
+            for (partition, _, _), (upload, values) in zip(ready, replies):
+                arrays[partition], metrics[partition] = upload, values
+            ready = []
+        except Exception:
+            print(f"cohort of {len(ready)} clients failed, running them one by one:\n"
+                  f"{traceback.format_exc()}", file=sys.stderr)
+    for partition, client, store in ready:
+        try:
             arrays[partition], metrics[partition] = call(
                 client, shared, own.get(partition, {}), store, server_round)
-        except Exception:  # one failing client must not sink the others on its node
+        except Exception:
             errors[partition] = traceback.format_exc()
     return Message(reply_content(arrays, metrics, errors, runtime_info()), reply_to=msg)
 
@@ -127,13 +158,30 @@ def counts(msg: Message, context: Context) -> Message:
         client.counts(), {}))
 
 
+@app.query("group_losses")
+def group_losses(msg: Message, context: Context) -> Message:
+    return _for_each_client(msg, context, lambda client, shared, own, state, rnd: (
+        client.group_losses(shared), {}))
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    return _for_each_client(msg, context, lambda client, shared, own, state, rnd:
-                            client.train(shared, own, state, rnd))
+    mechanism = GaussianMechanism.from_spec(_spec(str(msg.content.config_records[CONFIG]["spec"])))
+
+    def call(client, shared, own, state, rnd):
+        upload, metrics = client.train(shared, own, state, rnd)
+        if mechanism is not None:  # the upload leaves this client noised, or not at all
+            upload = mechanism(upload, shared, client.partition_id, rnd)
+        return upload, metrics
+
+    # DP noises each upload as it leaves its client: one by one.
+    return _for_each_client(msg, context, call,
+                            batched=cohort.train_cohort if mechanism is None else None)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
-    return _for_each_client(msg, context, lambda client, shared, own, state, rnd:
-                            client.evaluate(shared, own, state))
+    return _for_each_client(
+        msg, context, lambda client, shared, own, state, rnd: client.evaluate(shared, own, state, rnd),
+        batched=lambda clients, shared, owns, states, rnd: cohort.evaluate_cohort(
+            clients, shared, states, rnd))

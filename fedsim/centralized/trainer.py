@@ -50,9 +50,35 @@ class Trainer:
         """
         raise NotImplementedError
 
+    def begin_epoch(self, epoch: int, private: dict[str, np.ndarray]) -> None:
+        """Called before :meth:`train_epoch` with the epoch number (the round, from 1) and the
+        arrays :meth:`private_state` returned after the previous epoch ({} at first).
+
+        For a method whose schedule depends on the epoch or that carries arrays from one epoch
+        to the next (RAID's transport targets): the trainer object may not survive between
+        rounds (any Ray actor may serve the client), the private store does.
+        """
+
+    def private_state(self) -> dict[str, np.ndarray]:
+        """Arrays to keep in the client's private store until the next epoch."""
+        return {}
+
     def score(self, model: torch.nn.Module, users: np.ndarray) -> torch.Tensor:
         """Scores of every item for each of ``users`` (global ids): [len(users), num_items]."""
         raise NotImplementedError
+
+    def score_validation(self, model: torch.nn.Module, users: np.ndarray) -> torch.Tensor | None:
+        """Scores that rank the validation item, when they differ from :meth:`score`'s (which
+        rank the test item): a sequential model's input for the test item holds the validation
+        item. None (the default) = :meth:`score`'s rank both."""
+        return None
+
+    def user_embeddings(self, model: torch.nn.Module) -> np.ndarray:
+        """The user embeddings the model exposes, [len(users), d] in the order of ``users``:
+        what the attribute-inference audit (:mod:`fedsim.audit`) attacks."""
+        raise NotImplementedError(f"{type(self).__name__} does not say which parameters are its "
+                                  "user embeddings (Trainer.user_embeddings), so it cannot be "
+                                  "audited")
 
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Metrics of this client's users as (sum, count) pairs: ``name`` and ``name/n``.
@@ -61,8 +87,19 @@ class Trainer:
         HR/NDCG@10, sampled and full ranking, overall/head/tail, test and validation
         (:func:`clients.ranking_eval.evaluate_users`).
         """
-        scores = _Scores(self.score(model, self.users))
-        sums = evaluate_users(scores, self.data, self.users, self.spec["data.head_fraction"])
+        scores = self.score(model, self.users)
+        val_scores = self.score_validation(model, self.users)
+        if val_scores is None:  # the common case; subclasses may take scores alone
+            return self.evaluate_scores(scores)
+        return self.evaluate_scores(scores, val_scores)
+
+    def evaluate_scores(self, scores: torch.Tensor,
+                        val_scores: torch.Tensor | None = None) -> dict[str, float]:
+        """:meth:`evaluate` from the users' scores, computed once: a subclass adding metrics
+        extends this and reuses them. ``val_scores``: see :meth:`score_validation`."""
+        sums = evaluate_users(_Scores(scores), self.data, self.users,
+                              self.spec["data.head_fraction"],
+                              val_model=None if val_scores is None else _Scores(val_scores))
         metrics: dict[str, float] = {}
         for name in means_from_sums(sums):  # the metric names, not the counts
             metrics[name] = sums[name]
@@ -85,6 +122,9 @@ class _Scores:
 
     def score_all(self, local_rows: torch.Tensor) -> torch.Tensor:
         return self.scores[local_rows]
+
+    def score_candidates(self, local_rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.scores[local_rows[:, None], items]
 
 
 def pooled_means(replies: list[Mapping[str, float]]) -> dict[str, float]:

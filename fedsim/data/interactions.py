@@ -19,6 +19,7 @@ class Interactions:
     num_items: int
     train_indptr: np.ndarray  # [num_users+1]: items of u are train_indices[train_indptr[u]:train_indptr[u+1]]
     train_indices: np.ndarray  # [num_train] item ids, ascending within each user
+    train_sequence: np.ndarray  # [num_train] the same items in time order within each user (same train_indptr)
     test_items: np.ndarray  # [num_users] latest interaction of each user
     test_negatives: np.ndarray  # [num_users, num_negatives] items the user never interacted with
     val_items: np.ndarray | None  # [num_users] second-latest interaction (validation=True)
@@ -39,23 +40,39 @@ class Interactions:
         """Training items of user u, ascending."""
         return self.train_indices[self.train_indptr[u] : self.train_indptr[u + 1]]
 
+    def user_sequence(self, u: int) -> np.ndarray:
+        """Training items of user u in time order (oldest first; ties as the leave-one-out): sequential models."""
+        return self.train_sequence[self.train_indptr[u] : self.train_indptr[u + 1]]
+
     def item_train_counts(self) -> np.ndarray:
         """Number of training interactions of every item, int64 [num_items]."""
         return np.bincount(self.train_indices, minlength=self.num_items).astype(np.int64)
 
-    def head_item_mask(self, fraction: float = 0.2) -> np.ndarray:
-        """True for the round(fraction * num_items) items with the most training interactions.
+    def user_train_counts(self) -> np.ndarray:
+        """Number of training interactions of every user, int64 [num_users]."""
+        return np.diff(self.train_indptr).astype(np.int64)
 
-        Ties in count go to the lower item id, so the mask is deterministic. round() is Python's (half to even);
-        ceil would turn 0.2 * 1000 = 200.00000000000003 into 201.
-        """
-        if not 0.0 <= fraction <= 1.0:
-            raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-        counts = self.item_train_counts()
-        order = np.lexsort((np.arange(self.num_items), -counts))  # count descending, then id ascending
-        mask = np.zeros(self.num_items, dtype=bool)
-        mask[order[: round(fraction * self.num_items)]] = True
-        return mask
+    def head_item_mask(self, fraction: float = 0.2) -> np.ndarray:
+        """True for the round(fraction * num_items) items with the most training interactions."""
+        return _top_fraction(self.item_train_counts(), fraction)
+
+    def active_user_mask(self, fraction: float = 0.2) -> np.ndarray:
+        """True for the round(fraction * num_users) users with the most training interactions."""
+        return _top_fraction(self.user_train_counts(), fraction)
+
+
+def _top_fraction(counts: np.ndarray, fraction: float) -> np.ndarray:
+    """Mask of the round(fraction * len(counts)) largest counts.
+
+    Ties in count go to the lower id, so the mask is deterministic. round() is Python's (half to even);
+    ceil would turn 0.2 * 1000 = 200.00000000000003 into 201.
+    """
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"fraction must be in [0, 1], got {fraction}")
+    order = np.lexsort((np.arange(len(counts)), -counts))  # count descending, then id ascending
+    mask = np.zeros(len(counts), dtype=bool)
+    mask[order[: round(fraction * len(counts))]] = True
+    return mask
 
 
 def build_interactions(
@@ -123,8 +140,8 @@ def build_interactions(
     val_items = i[held_out[1]] if validation else None
     is_train = np.ones(len(u), dtype=bool)
     is_train[np.concatenate(held_out)] = False
-    train_order = np.lexsort((i[is_train], u[is_train]))
-    train_indices = i[is_train][train_order]
+    train_sequence = i[is_train]  # still in (u, t, i) order
+    train_indices = train_sequence[np.lexsort((train_sequence, u[is_train]))]
     train_indptr = np.zeros(num_users + 1, dtype=np.int64)
     train_indptr[1:] = np.cumsum(np.bincount(u[is_train], minlength=num_users))
 
@@ -161,6 +178,7 @@ def build_interactions(
         num_items=num_items,
         train_indptr=train_indptr,
         train_indices=train_indices,
+        train_sequence=train_sequence,
         test_items=test_items,
         test_negatives=test_negatives,
         val_items=val_items,

@@ -118,7 +118,8 @@ def load_movielens_100k(
 ) -> Interactions:
     """MovieLens-100K u.data ("user item rating timestamp", tab-separated) with u.user demographics.
 
-    user_attributes: "gender" (0 = M, 1 = F), "age_group" (0: <25, 1: 25-34, 2: 35-44, 3: >=45) and
+    user_attributes: "gender" (0 = M, 1 = F), "age_group" (0: <25, 1: 25-34, 2: 35-44, 3: >=45),
+    "age_30" (0: <30, 1: >=30; the binary age target of the attribute-inference attack) and
     "occupation" (index in the sorted occupation names found in u.user).
     """
     rows = read_rows(locate(ML100K_RATINGS, data_dir), "\t", 4)
@@ -126,12 +127,14 @@ def load_movielens_100k(
     profiles = read_rows(locate(ML100K_USERS, data_dir), "|", 5, encoding="latin-1")
     occupations = sorted({profile[3] for profile in profiles})
     genders = {"M": 0, "F": 1}
-    attributes: dict[str, dict[int, int]] = {"gender": {}, "age_group": {}, "occupation": {}}
+    attributes: dict[str, dict[int, int]] = {"gender": {}, "age_group": {}, "age_30": {},
+                                             "occupation": {}}
     for user_id, age, gender, occupation, _zip in profiles:
         if gender not in genders:
             raise DataError(f"{ML100K_USERS.path}: user {user_id} has gender {gender!r}, expected M or F")
         attributes["gender"][int(user_id)] = genders[gender]
         attributes["age_group"][int(user_id)] = int(np.searchsorted(ML100K_AGE_BOUNDS, int(age), side="right"))
+        attributes["age_30"][int(user_id)] = int(int(age) >= 30)
         attributes["occupation"][int(user_id)] = occupations.index(occupation)
     return build_interactions(
         "movielens-100k",

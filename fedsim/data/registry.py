@@ -55,6 +55,10 @@ DATASETS: dict[str, DatasetInfo] = {
             "UCI Adult, train+test pooled, '?' rows dropped (45,222 rows): income >50K, sensitive sex",
         ),
         DatasetInfo(
+            "adult-hours", "tabular", (tabular.ADULT_DATA, tabular.ADULT_TEST), tabular.load_adult_hours,
+            "UCI Adult as a 3-class task: weekly hours <40 / 40 / >40, sensitive race (White / Black / other)",
+        ),
+        DatasetInfo(
             "compas", "tabular", (tabular.COMPAS_SCORES,), tabular.load_compas,
             "ProPublica COMPAS, filtered to 6,172 rows: two-year recidivism, sensitive race (African-American)",
         ),

@@ -150,20 +150,64 @@ def load_adult(data_dir: str | Path | None = None, *, seed: int = 0, test_fracti
     a missing value ("?") are dropped: 48,842 -> 45,222 rows. fnlwgt (a census sampling weight, not a property of
     the person) and education (duplicated by education-num) are dropped.
     """
-    rows = read_rows(locate(ADULT_DATA, data_dir), ",", len(ADULT_COLUMNS))
-    rows += read_rows(locate(ADULT_TEST, data_dir), ",", len(ADULT_COLUMNS), skip_lines=1)
-    rows = [row for row in rows if "?" not in row]
     numerical = ["age", "education-num", "capital-gain", "capital-loss", "hours-per-week"]
     categorical = ["workclass", "marital-status", "occupation", "relationship", "race", "native-country"]
-    columns = _columns(ADULT_COLUMNS, rows, numerical + categorical + ["sex", "income"])
-    income = np.char.rstrip(columns["income"], ".")
+    columns = _adult_columns(data_dir, numerical + categorical + ["sex"])
     return build_tabular(
         "adult",
         columns,
         categorical,
         numerical,
-        label=(_codes(income, {"<=50K": 0, ">50K": 1}, ADULT_DATA.path), ("<=50K", ">50K")),
+        label=(_codes(columns["income"], {"<=50K": 0, ">50K": 1}, ADULT_DATA.path), ("<=50K", ">50K")),
         sensitive=(_codes(columns["sex"], {"Male": 0, "Female": 1}, ADULT_DATA.path), ("Male", "Female")),
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+
+
+def _adult_columns(data_dir: str | Path | None, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """String columns `names` (and "income", its trailing "." removed) of the pooled Adult rows.
+
+    adult.data and adult.test (banner line skipped) are pooled; rows with a missing value ("?") are dropped.
+    """
+    rows = read_rows(locate(ADULT_DATA, data_dir), ",", len(ADULT_COLUMNS))
+    rows += read_rows(locate(ADULT_TEST, data_dir), ",", len(ADULT_COLUMNS), skip_lines=1)
+    rows = [row for row in rows if "?" not in row]
+    columns = _columns(ADULT_COLUMNS, rows, [*names, "income"])
+    columns["income"] = np.char.rstrip(columns["income"], ".")
+    return columns
+
+
+# Race groups of adult-hours: the three smallest census categories are pooled into one group.
+ADULT_RACE_GROUPS = {"White": 0, "Black": 1, "Asian-Pac-Islander": 2, "Amer-Indian-Eskimo": 2, "Other": 2}
+ADULT_HOURS_CLASSES = ("<40", "40", ">40")
+
+
+def load_adult_hours(data_dir: str | Path | None = None, *, seed: int = 0, test_fraction: float = 0.4) -> Tabular:
+    """UCI Adult as a 3-class, 3-group task: weekly working hours by race (our variant, for multi-class fairness).
+
+    Label: hours-per-week < 40 (part time, class 0), = 40 (class 1), > 40 (class 2). Sensitive attribute: race,
+    White = 0, Black = 1, and the census categories Asian-Pac-Islander, Amer-Indian-Eskimo and Other pooled as
+    group 2 (alone they hold 1,303, 435 and 353 rows, too few to split over clients). Rows, pooling and the 60/40
+    split are those of :func:`load_adult` (45,222 rows). Group sizes: 38,903 / 4,228 / 2,091 rows; classes:
+    10,087 / 21,358 / 13,777 rows. Base rates differ by group: >40 hours for 32.5% of White, 15.5% of Black and
+    22.4% of group-2 rows, so a score model inherits a multi-class demographic-parity gap. hours-per-week (the
+    label) and race (sensitive) are not features; income (">50K", the usual Adult label) and sex are.
+    """
+    numerical = ["age", "education-num", "capital-gain", "capital-loss"]
+    categorical = ["workclass", "marital-status", "occupation", "relationship", "sex", "native-country", "income"]
+    columns = _adult_columns(data_dir, [*numerical, *categorical, "race", "hours-per-week"])
+    try:
+        hours = columns["hours-per-week"].astype(np.int64)
+    except ValueError as err:
+        raise DataError(f"{ADULT_DATA.path}: hours-per-week must hold integers ({err})") from None
+    return build_tabular(
+        "adult-hours",
+        columns,
+        categorical,
+        numerical,
+        label=(np.digitize(hours, [40, 41]), ADULT_HOURS_CLASSES),
+        sensitive=(_codes(columns["race"], ADULT_RACE_GROUPS, ADULT_DATA.path), ("White", "Black", "Other")),
         seed=seed,
         test_fraction=test_fraction,
     )

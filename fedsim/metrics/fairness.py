@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["GAP_KEYS", "confusion_counts", "fairness_gaps", "global_and_local"]
+__all__ = ["GAP_KEYS", "confusion_counts", "fairness_gaps", "global_and_local", "group_rates"]
 
 GAP_KEYS = ("dp", "dp_pop", "eop", "eop_pop", "eo", "eo_pop")
 
@@ -79,6 +79,19 @@ def _population_gap(rates: np.ndarray, population: np.ndarray) -> float:
     return _max_defined(np.abs(rates - population[None, :]))
 
 
+def group_rates(counts: np.ndarray, criterion: str) -> np.ndarray:
+    """[groups, classes] rates behind a criterion's gaps, NaN where a group has no rows.
+
+    "dp": selection rates P(Ŷ=y | A=a); "eop": true-positive rates TPR_y(a) = P(Ŷ=y | Y=y, A=a).
+    """
+    counts = np.asarray(counts)
+    if criterion == "dp":
+        return _rate(counts.sum(axis=1), counts.sum(axis=(1, 2))[:, None])
+    if criterion == "eop":
+        return _rate(np.diagonal(counts, axis1=1, axis2=2), counts.sum(axis=2))
+    raise ValueError(f"criterion = {criterion!r}: expected 'dp' or 'eop'")
+
+
 def fairness_gaps(counts: np.ndarray) -> dict[str, float]:
     """DP, EOP and EO gaps (pairwise and group-vs-population) plus accuracy from one counts tensor.
 
@@ -104,8 +117,8 @@ def fairness_gaps(counts: np.ndarray) -> dict[str, float]:
     false_alarms = predicted - hits  # #(A=a, Y≠y, Ŷ=y)
     negatives = group_size[:, None] - true_class  # #(A=a, Y≠y)
 
-    selection = _rate(predicted, group_size[:, None])
-    tpr = _rate(hits, true_class)
+    selection = group_rates(counts, "dp")
+    tpr = group_rates(counts, "eop")
     fpr = _rate(false_alarms, negatives)
     pop_selection = predicted.sum(0) / total
     pop_tpr = _rate(hits.sum(0), true_class.sum(0))

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 SHOWN = ("hr@10", "ndcg@10", "hr@10_full", "ndcg@10_full", "val_hr@10", "accuracy", "dp_global",
-         "dp_local_max", "train_loss")
+         "dp_local_max", "train_loss", "privacy_epsilon")
 
 
 def describe(record: dict[str, Any]) -> str:

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from fedsim import __version__
+from fedsim.privacy import budget
 from fedsim.spec import to_toml
 
 SUMMARY_VERSION = 1
@@ -88,15 +89,21 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
         "eval_bytes_down": last.get("bytes_eval_down", 0),
         "failures": sum(r.get("failures", 0) for r in history),
         "rejected": sum(r.get("rejected", 0) for r in history),
+        "privacy": budget(spec, last.get("privacy_releases", 0)),
         "final": _metrics_only(final),
         "best_test": _best(evaluated, headline),
         "best_val": _best([r for r in evaluated if f"val_{headline}" in r], f"val_{headline}"),
+        # Full ranking may be computed at fewer rounds (eval_full_every): the clean protocol
+        # selects among those, on the validation item's full-ranking metric.
+        "best_val_full": _best([r for r in evaluated if f"val_{headline}_full" in r],
+                               f"val_{headline}_full"),
         "spec": dict(spec),
     }
 
 
 _BOOKKEEPING = {"round", "failures", "rejected", "skipped", "bytes_up", "bytes_down",
-                "bytes_eval_up", "bytes_eval_down", "ray_nodes", "round_seconds", "wall_seconds"}
+                "bytes_eval_up", "bytes_eval_down", "ray_nodes", "round_seconds", "wall_seconds",
+                "privacy_releases"}
 
 
 def _metrics_only(record: Mapping[str, Any]) -> dict[str, Any]:
