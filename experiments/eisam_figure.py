@@ -55,7 +55,8 @@ def draw(values: dict[str, dict[str, list[float]]], out: Path) -> None:
             axis.bar(positions, means, width, yerr=spreads, capsize=2, label=label,
                      color=f"C{k}")
         axis.set_xticks(range(len(GROUPS)), list(GROUPS.values()))
-        axis.set(title=f"MovieLens-100K: {metric.upper()}@10 (full ranking)",
+        seeds = len(next(iter(next(iter(values.values())).values())))
+        axis.set(title=f"MovieLens-100K: {metric.upper()}@10, full ranking ({seeds} seeds)",
                  ylabel=f"{metric.upper()}@10")
         axis.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
