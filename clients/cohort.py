@@ -35,12 +35,10 @@ BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the c
 
 
 def supports(clients: list, shared: Arrays) -> bool:
-    """Cohort mode covers the FedNCF family with item-sparse messages (in DP's dense-rows mode
-    every client holds the whole item table, which stacking would copy per client), without
-    FedRecGEL's EISAM mode (its sample weights are :class:`clients.fedrecgel.FedRecGELClient`'s
-    alone)."""
-    return (all(isinstance(c, FedNCFClient) for c in clients)
-            and not any(getattr(c, "eisam", False) for c in clients)
+    """Cohort mode covers the FedNCF-family clients whose round it computes
+    (:meth:`FedNCFClient.batchable`), with item-sparse messages (in DP's dense-rows mode every
+    client holds the whole item table, which stacking would copy per client)."""
+    return (all(isinstance(c, FedNCFClient) and c.batchable() for c in clients)
             and not any(k in shared for k in clients[0].backbone.ITEM_TABLES))
 
 

@@ -90,6 +90,11 @@ class FedNCFClient:
                              "cover this round's sample")
         return users, local_items, labels
 
+    def batchable(self) -> bool:
+        """Whether :mod:`clients.cohort` computes this client's round: its gradients are
+        described by :meth:`sam_radii` alone."""
+        return True
+
     def sam_radii(self) -> tuple[float, float, bool]:
         """(rho_sh, rho_ns, item-wise shared radius) of the round's gradient: FedNCF takes the
         plain gradient; FedRecGEL overrides."""

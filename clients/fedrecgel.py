@@ -50,6 +50,9 @@ class FedRecGELClient(FedNCFClient):
         self.eisam = spec["fedrecgel.eisam"]
         self._sample_weights: torch.Tensor | None = None  # EISAM: of the round being trained
 
+    def batchable(self) -> bool:
+        return not self.eisam  # EISAM's sample weights are not in the cohort computation
+
     def sam_radii(self) -> tuple[float, float, bool]:
         return self.rho_sh, self.rho_ns, self.item_centric
 

@@ -112,8 +112,13 @@ def means_from_sums(sums: dict[str, float]) -> dict[str, float]:
     for name, total in sums.items():
         if "@" not in name:
             continue
-        prefix = "val_" if name.startswith("val_") else ""
-        group = next((g for g in GROUPS[1:] if name.endswith(g)), "")
-        count = sums.get(f"{prefix}n{group}", 0.0)
+        count = sums.get(count_key(name), 0.0)
         means[name] = total / count if count else float("nan")
     return means
+
+
+def count_key(name: str) -> str:
+    """The count a metric sum is divided by: the users of its split and group ("val_n_tail")."""
+    prefix = "val_" if name.startswith("val_") else ""
+    group = next((g for g in GROUPS[1:] if name.endswith(g)), "")
+    return f"{prefix}n{group}"

@@ -11,14 +11,13 @@ the table's selection (best validation round).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
-from tables import TABLES, _pick, run_row  # experiments/ is this script's directory
+from figure_script import figure_main, save  # experiments/ is this script's directory
+from tables import TABLES, _pick, run_row
 
-HERE = Path(__file__).resolve().parent
 GROUPS = {"ndcg@20_full_head": "head items", "ndcg@20_full_tail": "tail items",
           "ndcg@20_full_active": "active users", "ndcg@20_full_inactive": "inactive users"}
 BIAS = {"pru": "PRU", "exposure_gap@20": "exposure gap@20"}
@@ -69,27 +68,11 @@ def draw(values: dict, out: Path) -> None:
         axis_row[1].set(title=f"{dataset}: popularity bias (0 = none)")
         axis_row[0].legend(fontsize=8)
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    save(figure, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--runs", type=Path, default=Path("runs/tables"))
-    parser.add_argument("--out", type=Path, default=HERE / "figures" / "aurl_head_tail.png")
-    args = parser.parse_args(argv)
-    values, missing = collect(args.seeds, args.runs)
-    for label in missing:
-        print(f"aurl figure: not run yet, left out: {label}")
-    if not values:
-        print("aurl figure: no cached run of the aurl table; run `python experiments/tables.py "
-              "aurl` first")
-        return 1
-    draw(values, args.out)
-    print(f"aurl figure: written to {args.out}")
-    return 0
+    return figure_main("aurl", "aurl_head_tail.png", __doc__.split("\n\n")[0], collect, draw, argv)
 
 
 if __name__ == "__main__":

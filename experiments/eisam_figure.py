@@ -11,14 +11,13 @@ are means over the cached seeds, whiskers their standard deviation, at the table
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
-from tables import TABLES, _pick, run_row  # experiments/ is this script's directory
+from figure_script import figure_main, save  # experiments/ is this script's directory
+from tables import TABLES, _pick, run_row
 
-HERE = Path(__file__).resolve().parent
 GROUPS = {"": "all targets", "_head": "head targets", "_tail": "tail targets"}
 
 
@@ -61,27 +60,11 @@ def draw(values: dict[str, dict[str, list[float]]], out: Path) -> None:
         axis.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=8)
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    save(figure, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--runs", type=Path, default=Path("runs/tables"))
-    parser.add_argument("--out", type=Path, default=HERE / "figures" / "eisam_head_tail.png")
-    args = parser.parse_args(argv)
-    values, missing = collect(args.seeds, args.runs)
-    for label in missing:
-        print(f"eisam figure: not run yet, left out: {label}")
-    if not values:
-        print("eisam figure: no cached run of the eisam table; run `python experiments/tables.py "
-              "eisam` first")
-        return 1
-    draw(values, args.out)
-    print(f"eisam figure: written to {args.out}")
-    return 0
+    return figure_main("eisam", "eisam_head_tail.png", __doc__.split("\n\n")[0], collect, draw, argv)
 
 
 if __name__ == "__main__":

@@ -12,14 +12,13 @@ points near it at the right.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
 
-from tables import TABLES, _pick, run_row  # experiments/ is this script's directory
+from figure_script import figure_main, save  # experiments/ is this script's directory
+from tables import TABLES, _pick, run_row
 
-HERE = Path(__file__).resolve().parent
 METRICS = ("ndcg@10_full", "attack_mlp_auc", "attack_logreg_auc")
 STYLE = {"undefended": {"marker": "*", "color": "black", "s": 160},
          "noise": {"marker": "^", "color": "tab:green", "s": 70},
@@ -83,27 +82,11 @@ def draw(values: dict, out: Path) -> None:
     figure.legend(handles.values(), handles.keys(), loc="lower center", ncol=len(handles),
                   fontsize=8)
     figure.tight_layout(rect=(0, 0.07, 1, 1))
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out, dpi=100)
-    plt.close(figure)
+    save(figure, out)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--runs", type=Path, default=Path("runs/tables"))
-    parser.add_argument("--out", type=Path, default=HERE / "figures" / "raid_tradeoff.png")
-    args = parser.parse_args(argv)
-    values, missing = collect(args.seeds, args.runs)
-    for label in missing:
-        print(f"raid figure: not run yet, left out: {label}")
-    if not values:
-        print("raid figure: no cached run of the raid table; run `python experiments/tables.py "
-              "raid` first")
-        return 1
-    draw(values, args.out)
-    print(f"raid figure: written to {args.out}")
-    return 0
+    return figure_main("raid", "raid_tradeoff.png", __doc__.split("\n\n")[0], collect, draw, argv)
 
 
 if __name__ == "__main__":

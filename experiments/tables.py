@@ -116,6 +116,9 @@ def _fedrecgel_rows(stem: str) -> list[Row]:
             Row("FedRecGEL item-centric", f"fedrecgel/fedrecgel_item_centric_{stem}.toml")]
 
 
+RECOMMENDATION_SETS = {"filmtrust": "FilmTrust", "movielens100k": "ML-100K",
+                       "lastfm2k": "Lastfm-2K", "amazon_video": "Amazon-Video"}
+
 # Paper protocol: the best round on test, sampled ranking (99 negatives), as the authors.
 # Clean protocol: the best round on the validation item under full ranking, then its test
 # full-ranking metrics overall and on tail items (bottom 80% by training count).
@@ -245,26 +248,6 @@ TABLES = {
         columns=["val_ndcg@10_full", *EISAM_COLUMNS],
         selection="best_val",
     ),
-    "fedrecgel-filmtrust": Table(
-        title="FilmTrust: FedRecGEL and baselines, paper and clean protocols",
-        rows=_fedrecgel_rows("filmtrust"),
-        columns=FEDREC_COLUMNS,
-    ),
-    "fedrecgel-movielens100k": Table(
-        title="ML-100K: FedRecGEL and baselines, paper and clean protocols",
-        rows=_fedrecgel_rows("movielens100k"),
-        columns=FEDREC_COLUMNS,
-    ),
-    "fedrecgel-lastfm2k": Table(
-        title="Lastfm-2K: FedRecGEL and baselines, paper and clean protocols",
-        rows=_fedrecgel_rows("lastfm2k"),
-        columns=FEDREC_COLUMNS,
-    ),
-    "fedrecgel-amazon-video": Table(
-        title="Amazon-Video: FedRecGEL and baselines, paper and clean protocols",
-        rows=_fedrecgel_rows("amazon_video"),
-        columns=FEDREC_COLUMNS,
-    ),
     "fedfact-main": Table(
         title="Binary demographic parity: accuracy and DP gaps (final round)",
         rows=_fedfact_rows(),
@@ -293,6 +276,11 @@ TABLES = {
         columns=["accuracy", "dp_global", "dp_local_max"],
     ),
 }
+TABLES.update({
+    f"fedrecgel-{stem.replace('_', '-')}": Table(
+        title=f"{label}: FedRecGEL and baselines, paper and clean protocols",
+        rows=_fedrecgel_rows(stem), columns=FEDREC_COLUMNS)
+    for stem, label in RECOMMENDATION_SETS.items()})
 
 
 def run_dir(row: Row, seed: int, runs: Path) -> tuple[dict, Path]:

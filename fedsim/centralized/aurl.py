@@ -103,10 +103,11 @@ class AURLTrainer(Trainer):
         with torch.no_grad():
             return model()[0][torch.from_numpy(self.users)].numpy()
 
-    def evaluate_scores(self, scores: torch.Tensor) -> dict[str, float]:
+    def evaluate_scores(self, scores: torch.Tensor,
+                        val_scores: torch.Tensor | None = None) -> dict[str, float]:
         """The base metrics plus @10/@20 per item and user group, PRU and exposure gap
         (:func:`fedsim.centralized.bias_eval.bias_metrics`)."""
-        return {**super().evaluate_scores(scores),
+        return {**super().evaluate_scores(scores, val_scores),
                 **bias_metrics(scores.numpy(), self.data, self.users,
                                self.spec["data.head_fraction"])}
 

@@ -7,7 +7,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from clients.ranking_eval import evaluate_users, means_from_sums
+from clients.ranking_eval import count_key, evaluate_users, means_from_sums
 from fedsim.data import Interactions
 
 
@@ -87,11 +87,8 @@ class Trainer:
         HR/NDCG@10, sampled and full ranking, overall/head/tail, test and validation
         (:func:`clients.ranking_eval.evaluate_users`).
         """
-        scores = self.score(model, self.users)
-        val_scores = self.score_validation(model, self.users)
-        if val_scores is None:  # the common case; subclasses may take scores alone
-            return self.evaluate_scores(scores)
-        return self.evaluate_scores(scores, val_scores)
+        return self.evaluate_scores(self.score(model, self.users),
+                                    self.score_validation(model, self.users))
 
     def evaluate_scores(self, scores: torch.Tensor,
                         val_scores: torch.Tensor | None = None) -> dict[str, float]:
@@ -103,15 +100,8 @@ class Trainer:
         metrics: dict[str, float] = {}
         for name in means_from_sums(sums):  # the metric names, not the counts
             metrics[name] = sums[name]
-            metrics[f"{name}/n"] = _count_of(name, sums)
+            metrics[f"{name}/n"] = sums[count_key(name)]
         return metrics
-
-
-def _count_of(name: str, sums: Mapping[str, float]) -> float:
-    """The user count a sum of :func:`evaluate_users` is divided by (its split and group)."""
-    prefix = "val_" if name.startswith("val_") else ""
-    group = next((g for g in ("_head", "_tail") if name.endswith(g)), "")
-    return sums[f"{prefix}n{group}"]
 
 
 class _Scores:
