@@ -34,12 +34,14 @@ Arrays = dict[str, np.ndarray]
 BETAS, ADAM_EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which the clients use
 
 
-def supports(clients: list, shared: Arrays) -> bool:
+def supports(clients: list, shared: Arrays, training: bool) -> bool:
     """Cohort mode covers the FedNCF-family clients whose round it computes
-    (:meth:`FedNCFClient.batchable`), with item-sparse messages (in DP's dense-rows mode every
-    client holds the whole item table, which stacking would copy per client)."""
+    (:meth:`FedNCFClient.batchable`). Training needs item-sparse messages (in DP's dense-rows
+    mode every client holds the whole item table, which stacking would copy per client);
+    evaluation always receives the whole item table in ``shared`` and scores every client's
+    users against that one copy."""
     return (all(isinstance(c, FedNCFClient) and c.batchable() for c in clients)
-            and not any(k in shared for k in clients[0].backbone.ITEM_TABLES))
+            and not (training and any(k in shared for k in clients[0].backbone.ITEM_TABLES)))
 
 
 def train_cohort(clients: list[FedNCFClient], shared: Arrays, owns: list[Arrays], stores: list,

@@ -58,7 +58,7 @@ def test_cohort_round_equals_the_clients_one_by_one_on_filmtrust(item_centric):
     batched = [MemoryStore() for _ in partitions]
     for server_round in (1, 2):
         clients, shared, owns = _messages(spec, partitions, server_round, full)
-        assert cohort.supports(clients, shared)
+        assert cohort.supports(clients, shared, training=True)
         expected = [c.train(shared, own, store, server_round)
                     for c, own, store in zip(clients, owns, one_by_one)]
         got = cohort.train_cohort(clients, shared, owns, batched, server_round)
@@ -86,6 +86,9 @@ def test_cohort_evaluation_equals_the_clients_one_by_one():
     shared = {k: v.numpy() for k, v in METHODS["fedrecgel"].initial_arrays(spec, federation).items()}
     clients = [METHODS["fedrecgel"].client(spec, p) for p in range(0, 1200, 40)]
     stores = [MemoryStore() for _ in clients]
+    # An evaluation message carries the whole item table: cohort mode must still take it.
+    assert cohort.supports(clients, shared, training=False)
+    assert not cohort.supports(clients, shared, training=True)
     expected = [c.evaluate(shared, {}, s, 1)[1] for c, s in zip(clients, stores)]
     got = [m for _, m in cohort.evaluate_cohort(clients, shared, stores, 1)]
     assert any("hr@10_full" in m for m in got)

@@ -117,8 +117,8 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
         except Exception:  # one failing client must not sink the others on its node
             errors[partition] = traceback.format_exc()
     clients = [client for _, client, _ in ready]
-    if batched is not None and spec["cohort"] and len(ready) > 1 and cohort.supports(clients,
-                                                                                      shared):
+    if (batched is not None and spec["cohort"] and len(ready) > 1
+            and cohort.supports(clients, shared, training)):
         try:
             replies = batched(clients, shared, [own.get(p, {}) for p, _, _ in ready],
                               [store for _, _, store in ready], server_round)
