@@ -54,3 +54,17 @@ def test_the_figure_is_drawn_from_cached_runs_and_lists_the_others(tmp_path, mon
                       for r in tables.TABLES[name].rows if "hetero" not in r.spec]
     assert len(missing) == len(dirichlet_rows) - 2
     assert not any(row.label in label for row in cached for label in missing)
+
+
+def test_fedrecgel_rho_sweep_covers_the_grid_and_runs_the_shared_point_once():
+    rows = tables.TABLES["fedrecgel-rho"].rows
+    varied = {}
+    for row in rows:
+        radius, rho = row.label.split("=")
+        varied.setdefault(radius, []).append(float(rho))
+        other = {"rho_sh": "fedrecgel.rho_ns", "rho_ns": "fedrecgel.rho_sh"}[radius]
+        assert row.overrides[f"fedrecgel.{radius}"] == float(rho)
+        assert row.overrides[other] == {"rho_sh": 0.02, "rho_ns": 0.0}[radius]
+    assert varied == {"rho_sh": list(tables.RHO_GRID), "rho_ns": list(tables.RHO_GRID)}
+    folders = {tables.run_dir(row, 0, Path("runs"))[1] for row in rows}
+    assert len(folders) == 2 * len(tables.RHO_GRID) - 1  # (rho_sh 0, rho_ns 0.02) is in both
