@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from figure_script import figure_main, save  # experiments/ is this script's directory
-from tables import TABLES, _pick, run_row
+from tables import TABLES, cached_values
 
 GROUPS = {"ndcg@20_full_head": "head items", "ndcg@20_full_tail": "tail items",
           "ndcg@20_full_active": "active users", "ndcg@20_full_inactive": "inactive users"}
@@ -30,15 +30,12 @@ def collect(seeds: list[int], runs: Path) -> tuple[dict, list[str]]:
     missing = []
     for table, row in ((TABLES[name], row) for name in ("aurl", "aurl-more")
                        for row in TABLES[name].rows):
-        summaries = [s for seed in seeds
-                     if (s := run_row(row, seed, runs, cached_only=True)) is not None]
-        if not summaries:
+        found = cached_values(table, row, seeds, runs, [*GROUPS, *BIAS])
+        if found is None:
             missing.append(row.label)
             continue
         dataset, _, config = row.label.partition(" ")
-        values.setdefault(dataset, {})[config] = {
-            metric: [_pick(s, metric, table.selection) for s in summaries]
-            for metric in (*GROUPS, *BIAS)}
+        values.setdefault(dataset, {})[config] = found
     return values, missing
 
 

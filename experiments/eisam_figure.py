@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from figure_script import figure_main, save  # experiments/ is this script's directory
-from tables import TABLES, _pick, run_row
+from tables import TABLES, cached_values
 
 GROUPS = {"": "all targets", "_head": "head targets", "_tail": "tail targets"}
 
@@ -26,13 +26,11 @@ def collect(seeds: list[int], runs: Path) -> tuple[dict[str, dict[str, list[floa
     table = TABLES["eisam"]
     values, missing = {}, []
     for row in table.rows:
-        summaries = [s for seed in seeds
-                     if (s := run_row(row, seed, runs, cached_only=True)) is not None]
-        if summaries:
-            values[row.label] = {c: [_pick(s, c, table.selection) for s in summaries]
-                                 for c in table.columns}
-        else:
+        found = cached_values(table, row, seeds, runs, table.columns)
+        if found is None:
             missing.append(row.label)
+        else:
+            values[row.label] = found
     return values, missing
 
 

@@ -4,8 +4,9 @@ runs (it never starts a run).
 
     python experiments/fedrecgel_rho_figure.py [--seeds 0] [--runs runs/tables]
 
-Writes experiments/figures/fedrecgel_rho.png. Left: the paper protocol (best test round,
-99 sampled negatives); right: the clean protocol (best validation round, full ranking). The
+Writes experiments/figures/fedrecgel_rho.png. Top: the paper protocol (best test round,
+99 sampled negatives); bottom: the clean protocol (best validation round, full ranking);
+HR@10 left, NDCG@10 right. The
 x axis is the grid's index (the grid starts at 0, so a log axis cannot hold it).
 """
 
@@ -16,8 +17,9 @@ import sys
 from pathlib import Path
 
 from figure_script import figure_main, save  # experiments/ is this script's directory
-from tables import RHO_GRID, TABLES, _pick, run_row
+from tables import RHO_GRID, TABLES, cached_values
 
+FIXED = {"rho_sh": "rho_ns = 0.02", "rho_ns": "rho_sh = 0"}  # the table's other radius
 PANELS = {"paper protocol (best test round, sampled)": ("best_test:hr@10", "best_test:ndcg@10"),
           "clean protocol (best validation round, full ranking)":
               ("best_val_full:hr@10_full", "best_val_full:ndcg@10_full")}
@@ -29,15 +31,13 @@ def collect(seeds: list[int], runs: Path) -> tuple[dict[str, dict[float, dict[st
     table = TABLES["fedrecgel-rho"]
     values, missing = {}, []
     for row in table.rows:
-        summaries = [s for seed in seeds
-                     if (s := run_row(row, seed, runs, cached_only=True)) is not None]
-        if not summaries:
+        found = cached_values(table, row, seeds, runs, table.columns)
+        if found is None:
             missing.append(row.label)
             continue
         radius, rho = row.label.split("=")
-        values.setdefault(radius, {})[float(rho)] = {
-            c: statistics.mean(_pick(s, c, table.selection) for s in summaries)
-            for c in table.columns}
+        values.setdefault(radius, {})[float(rho)] = {c: statistics.mean(v)
+                                                     for c, v in found.items()}
     return values, missing
 
 
@@ -47,19 +47,24 @@ def draw(values: dict[str, dict[float, dict[str, float]]], out: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for axis, (title, (hr, ndcg)) in zip(axes, PANELS.items()):
-        for k, (radius, points) in enumerate(sorted(values.items())):
-            rhos = sorted(points)
-            x = [RHO_GRID.index(rho) for rho in rhos]
-            axis.plot(x, [points[r][hr] for r in rhos], "o-", color=f"C{k}",
-                      label=f"HR@10, {radius} varied")
-            axis.plot(x, [points[r][ndcg] for r in rhos], "s--", color=f"C{k}",
-                      label=f"NDCG@10, {radius} varied")
-        axis.set_xticks(range(len(RHO_GRID)), [f"{r:g}" for r in RHO_GRID])
-        axis.set(title=f"FilmTrust, {title}", xlabel="rho", ylabel="metric")
-        axis.grid(alpha=0.3)
-    axes[0].legend(fontsize=8)
+    # One axis per protocol and metric: HR@10 and NDCG@10 differ in scale, and the radius
+    # effects are small against either.
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7), sharex=True)
+    for axis_row, (protocol, columns) in zip(axes, PANELS.items()):
+        for axis, column in zip(axis_row, columns):
+            for k, (radius, points) in enumerate(sorted(values.items())):
+                rhos = sorted(points)
+                axis.plot([RHO_GRID.index(rho) for rho in rhos],
+                          [points[rho][column] for rho in rhos], "o-", color=f"C{k}",
+                          label=f"{radius} varied ({FIXED[radius]})")
+            metric = column.rpartition(":")[2].split("_")[0].upper()
+            axis.set(title=f"FilmTrust {metric}, {protocol}", ylabel=metric)
+            axis.set_xticks(range(len(RHO_GRID)), [f"{r:g}" for r in RHO_GRID])
+            axis.title.set_fontsize(9)
+            axis.grid(alpha=0.3)
+    for axis in axes[1]:
+        axis.set_xlabel("rho")
+    axes[0][0].legend(fontsize=8)
     figure.tight_layout()
     save(figure, out)
 

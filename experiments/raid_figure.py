@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from figure_script import figure_main, save  # experiments/ is this script's directory
-from tables import TABLES, _pick, run_row
+from tables import TABLES, cached_values
 
 METRICS = ("ndcg@10_full", "attack_mlp_auc", "attack_logreg_auc")
 STYLE = {"undefended": {"marker": "*", "color": "black", "s": 160},
@@ -32,14 +32,12 @@ def collect(seeds: list[int], runs: Path) -> tuple[dict, list[str]]:
     values: dict[str, dict[str, dict[str, list[float]]]] = {}
     missing = []
     for row in table.rows:
-        summaries = [s for seed in seeds
-                     if (s := run_row(row, seed, runs, cached_only=True)) is not None]
-        if not summaries:
+        found = cached_values(table, row, seeds, runs, METRICS)
+        if found is None:
             missing.append(row.label)
             continue
         attribute, _, defence = row.label.partition(": ")
-        values.setdefault(attribute, {})[defence] = {
-            metric: [_pick(s, metric, table.selection) for s in summaries] for metric in METRICS}
+        values.setdefault(attribute, {})[defence] = found
     return values, missing
 
 

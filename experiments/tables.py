@@ -332,6 +332,17 @@ def run_row(row: Row, seed: int, runs: Path, cached_only: bool = False) -> dict 
     return summary
 
 
+def cached_values(table: Table, row: Row, seeds: list[int], runs: Path,
+                  columns: list[str]) -> dict[str, list[float]] | None:
+    """{column: [its value in each cached seed's run]} of one row at the table's selection, for
+    the figure scripts (which never start a run); None when no seed of the row is cached."""
+    summaries = [s for seed in seeds
+                 if (s := run_row(row, seed, runs, cached_only=True)) is not None]
+    if not summaries:
+        return None
+    return {column: [_pick(s, column, table.selection) for s in summaries] for column in columns}
+
+
 def same_run(cached: dict, spec: dict) -> bool:
     """Whether a cached run's resolved spec is `spec` (out_dir aside). A key the cached spec
     lacks was added to the schema after the run; it matches at its default, since a new key's
