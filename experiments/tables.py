@@ -358,12 +358,18 @@ def cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
-def render(table: Table, seeds: list[int], runs: Path) -> str:
+def render(table: Table, seeds: list[int], runs: Path, cached_only: bool = False) -> str:
+    """The table's markdown, running what is not cached; with `cached_only`, from cached runs
+    alone, a row missing any seed shown as "not run"."""
     lines = [f"{table.title}; mean ± std over seeds {', '.join(map(str, seeds))}.", "",
              "| run | " + " | ".join(table.columns) + " |",
              "|---|" + "---|" * len(table.columns)]
     for row in table.rows:
-        summaries = [run_row(row, seed, runs) for seed in seeds]
+        summaries = [run_row(row, seed, runs, cached_only) for seed in seeds]
+        if None in summaries:
+            lines.append(f"| {row.label} | " + " | ".join(["not run"] * len(table.columns))
+                         + " |")
+            continue
         lines.append(f"| {row.label} | " + " | ".join(
             cell([_pick(s, column, table.selection) for s in summaries])
             for column in table.columns) + " |")
@@ -465,6 +471,8 @@ def main(argv: list[str] | None = None) -> int:
                         help='table names; "figures" draws experiments/figures/ from cached runs')
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--runs", type=Path, default=Path("runs/tables"))
+    parser.add_argument("--cached-only", action="store_true",
+                        help='render from cached runs only, rows not run marked "not run"')
     args = parser.parse_args(argv)
     for name in args.tables:
         if name == "figures":
@@ -472,7 +480,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"figures: not run yet, left out: {label}")
             print(f"figures: written to {HERE / 'figures'}")
             continue
-        write_section(name, render(TABLES[name], args.seeds, args.runs))
+        write_section(name, render(TABLES[name], args.seeds, args.runs, args.cached_only))
         print(f"{name}: written to {HERE / 'README.md'}")
     return 0
 

@@ -68,3 +68,18 @@ def test_fedrecgel_rho_sweep_covers_the_grid_and_runs_the_shared_point_once():
     assert varied == {"rho_sh": list(tables.RHO_GRID), "rho_ns": list(tables.RHO_GRID)}
     folders = {tables.run_dir(row, 0, Path("runs"))[1] for row in rows}
     assert len(folders) == 2 * len(tables.RHO_GRID) - 1  # (rho_sh 0, rho_ns 0.02) is in both
+
+
+def test_cached_only_render_marks_rows_without_a_cached_run(tmp_path):
+    table = tables.TABLES["fedrecgel-rho"]
+    row = table.rows[0]
+    spec, out = tables.run_dir(row, 0, tmp_path)
+    out.mkdir(parents=True)
+    metrics = {"hr@10": 0.5, "ndcg@10": 0.25, "hr@10_full": 0.125, "ndcg@10_full": 0.0625,
+               "hr@10_full_tail": 0.0}
+    (out / "summary.json").write_text(json.dumps(
+        {"spec": spec, "best_test": {"metrics": metrics}, "best_val_full": {"metrics": metrics}}))
+    lines = tables.render(table, [0], tmp_path, cached_only=True).splitlines()
+    assert lines[4] == f"| {row.label} | 0.5000 | 0.2500 | 0.1250 | 0.0625 | 0.0000 |"
+    assert lines[5] == f"| {table.rows[1].label} | " + " | ".join(["not run"] * 5) + " |"
+    assert len(lines) == 4 + len(table.rows)
