@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from figure_script import figure_main, save  # experiments/ is this script's directory
-from tables import TABLES, cached_values
+from tables import cached_rows
 
 GROUPS = {"ndcg@20_full_head": "head items", "ndcg@20_full_tail": "tail items",
           "ndcg@20_full_active": "active users", "ndcg@20_full_inactive": "inactive users"}
@@ -27,15 +27,10 @@ def collect(seeds: list[int], runs: Path) -> tuple[dict, list[str]]:
     """{dataset: {row label without dataset: {metric: [values over cached seeds]}}}, and the
     labels of rows with no cached run."""
     values: dict[str, dict[str, dict[str, list[float]]]] = {}
-    missing = []
-    for table, row in ((TABLES[name], row) for name in ("aurl", "aurl-more")
-                       for row in TABLES[name].rows):
-        found = cached_values(table, row, seeds, runs, [*GROUPS, *BIAS])
-        if found is None:
-            missing.append(row.label)
-            continue
+    found, missing = cached_rows(["aurl", "aurl-more"], seeds, runs, [*GROUPS, *BIAS])
+    for row, columns in found:
         dataset, _, config = row.label.partition(" ")
-        values.setdefault(dataset, {})[config] = found
+        values.setdefault(dataset, {})[config] = columns
     return values, missing
 
 

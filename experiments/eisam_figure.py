@@ -16,22 +16,15 @@ import sys
 from pathlib import Path
 
 from figure_script import figure_main, save  # experiments/ is this script's directory
-from tables import TABLES, cached_values
+from tables import cached_rows
 
 GROUPS = {"": "all targets", "_head": "head targets", "_tail": "tail targets"}
 
 
 def collect(seeds: list[int], runs: Path) -> tuple[dict[str, dict[str, list[float]]], list[str]]:
     """{row label: {column: [values over the cached seeds]}}, and the rows with no cached run."""
-    table = TABLES["eisam"]
-    values, missing = {}, []
-    for row in table.rows:
-        found = cached_values(table, row, seeds, runs, table.columns)
-        if found is None:
-            missing.append(row.label)
-        else:
-            values[row.label] = found
-    return values, missing
+    found, missing = cached_rows(["eisam"], seeds, runs)
+    return {row.label: columns for row, columns in found}, missing
 
 
 def draw(values: dict[str, dict[str, list[float]]], out: Path) -> None:

@@ -6,8 +6,7 @@ runs (it never starts a run).
 
 Writes experiments/figures/fedrecgel_rho.png. Top: the paper protocol (best test round,
 99 sampled negatives); bottom: the clean protocol (best validation round, full ranking);
-HR@10 left, NDCG@10 right. The
-x axis is the grid's index (the grid starts at 0, so a log axis cannot hold it).
+HR@10 left, NDCG@10 right. The x axis is the grid's index (the grid starts at 0, so a log axis cannot hold it).
 """
 
 from __future__ import annotations
@@ -17,7 +16,7 @@ import sys
 from pathlib import Path
 
 from figure_script import figure_main, save  # experiments/ is this script's directory
-from tables import RHO_GRID, TABLES, cached_values
+from tables import RHO_GRID, cached_rows
 
 FIXED = {"rho_sh": "rho_ns = 0.02", "rho_ns": "rho_sh = 0"}  # the table's other radius
 PANELS = {"paper protocol (best test round, sampled)": ("best_test:hr@10", "best_test:ndcg@10"),
@@ -28,16 +27,12 @@ PANELS = {"paper protocol (best test round, sampled)": ("best_test:hr@10", "best
 def collect(seeds: list[int], runs: Path) -> tuple[dict[str, dict[float, dict[str, float]]],
                                                    list[str]]:
     """{varied radius: {rho: {column: mean over the cached seeds}}}, and the rows not run."""
-    table = TABLES["fedrecgel-rho"]
-    values, missing = {}, []
-    for row in table.rows:
-        found = cached_values(table, row, seeds, runs, table.columns)
-        if found is None:
-            missing.append(row.label)
-            continue
+    values = {}
+    found, missing = cached_rows(["fedrecgel-rho"], seeds, runs)
+    for row, columns in found:
         radius, rho = row.label.split("=")
         values.setdefault(radius, {})[float(rho)] = {c: statistics.mean(v)
-                                                     for c, v in found.items()}
+                                                     for c, v in columns.items()}
     return values, missing
 
 

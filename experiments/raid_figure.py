@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 from figure_script import figure_main, save  # experiments/ is this script's directory
-from tables import TABLES, cached_values
+from tables import cached_rows
 
 METRICS = ("ndcg@10_full", "attack_mlp_auc", "attack_logreg_auc")
 STYLE = {"undefended": {"marker": "*", "color": "black", "s": 160},
@@ -28,16 +28,11 @@ STYLE = {"undefended": {"marker": "*", "color": "black", "s": 160},
 def collect(seeds: list[int], runs: Path) -> tuple[dict, list[str]]:
     """{attribute: {defence: {metric: [values over cached seeds]}}}, and the labels of rows
     with no cached run."""
-    table = TABLES["raid"]
     values: dict[str, dict[str, dict[str, list[float]]]] = {}
-    missing = []
-    for row in table.rows:
-        found = cached_values(table, row, seeds, runs, METRICS)
-        if found is None:
-            missing.append(row.label)
-            continue
+    found, missing = cached_rows(["raid"], seeds, runs, list(METRICS))
+    for row, columns in found:
         attribute, _, defence = row.label.partition(": ")
-        values.setdefault(attribute, {})[defence] = found
+        values.setdefault(attribute, {})[defence] = columns
     return values, missing
 
 

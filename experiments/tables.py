@@ -332,15 +332,22 @@ def run_row(row: Row, seed: int, runs: Path, cached_only: bool = False) -> dict 
     return summary
 
 
-def cached_values(table: Table, row: Row, seeds: list[int], runs: Path,
-                  columns: list[str]) -> dict[str, list[float]] | None:
-    """{column: [its value in each cached seed's run]} of one row at the table's selection, for
-    the figure scripts (which never start a run); None when no seed of the row is cached."""
-    summaries = [s for seed in seeds
-                 if (s := run_row(row, seed, runs, cached_only=True)) is not None]
-    if not summaries:
-        return None
-    return {column: [_pick(s, column, table.selection) for s in summaries] for column in columns}
+def cached_rows(names: list[str], seeds: list[int], runs: Path, columns: list[str] | None = None
+                ) -> tuple[list[tuple[Row, dict[str, list[float]]]], list[str]]:
+    """For the figure scripts (which never start a run): the rows of tables ``names`` that have a
+    cached run, each with {column: [its value in each cached seed's run]} at its table's
+    selection (``columns``, default each table's own), and the labels of the rows not run."""
+    found, missing = [], []
+    for table in (TABLES[name] for name in names):
+        for row in table.rows:
+            summaries = [s for seed in seeds
+                         if (s := run_row(row, seed, runs, cached_only=True)) is not None]
+            if not summaries:
+                missing.append(row.label)
+                continue
+            found.append((row, {column: [_pick(s, column, table.selection) for s in summaries]
+                                for column in columns or table.columns}))
+    return found, missing
 
 
 def same_run(cached: dict, spec: dict) -> bool:
