@@ -12,9 +12,10 @@ Instruction content:
 - ConfigRecord "config": "server-round", "partition-ids" (the addressed logical clients), plus
   the strategy's ``message_config`` (fedsim puts the experiment spec there);
 - ArrayRecord "arrays" (optional): arrays every addressed client receives (e.g. the model);
-- ArrayRecord "client-arrays" (optional): per-client arrays, keys "<partition>/<name>".
+- ArrayRecord "client-arrays" (optional): per-client arrays, packed by :func:`pack_arrays`.
 Reply content:
-- ArrayRecord "client-arrays" and MetricRecord "client-metrics": per-client, "<partition>/<name>";
+- ArrayRecord "client-arrays", packed the same way, and MetricRecord "client-metrics": per-client,
+  keys "<partition>/<name>";
 - ConfigRecord "client-errors": "<partition>" -> reason, for logical clients that failed;
 - ConfigRecord "runtime": where the node computed the reply, for observability only (no
   strategy's math reads it): "ray-node" = the Ray node id when a Ray actor ran the ClientApp.
@@ -35,6 +36,7 @@ CLIENT_METRICS = "client-metrics"
 CLIENT_ERRORS = "client-errors"
 RUNTIME = "runtime"
 PARTITIONS = "partition-ids"
+INDEX = "|index"  # suffix of the key of a packed array's index (pack_arrays)
 
 
 def node_count(requested: int, num_clients: int) -> int:
@@ -60,15 +62,51 @@ class ClientReply:
 
 
 def pack_arrays(per_client: Mapping[int, Mapping[str, np.ndarray]]) -> ArrayRecord:
-    return ArrayRecord({f"{p}/{name}": Array(np.ascontiguousarray(value))
-                        for p, arrays in per_client.items() for name, value in arrays.items()})
+    """Per-client arrays as two Arrays per (name, dtype, ndim), whatever the number of clients.
+
+    A Flower Array costs about 0.1 ms to build and read back, and a message of a node's
+    cross-device clients holds thousands of small per-client arrays; so the arrays of one name
+    (and dtype and ndim) are sent as one flat concatenation, key "<name>|<dtype>|<ndim>", with an
+    int64 index under that key + "|index": one row per client, (partition, *shape), in the
+    order of the concatenation.
+    """
+    groups: dict[str, list[tuple[int, np.ndarray]]] = {}
+    for partition, arrays in per_client.items():
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            groups.setdefault(f"{name}|{value.dtype.str}|{value.ndim}", []).append(
+                (partition, value))
+    record = {}
+    for key, members in groups.items():
+        record[key] = Array(np.concatenate([value.ravel() for _, value in members]))
+        record[key + INDEX] = Array(np.array([(p, *value.shape) for p, value in members],
+                                             dtype=np.int64).reshape(len(members), -1))
+    return ArrayRecord(record)
 
 
 def unpack_arrays(record: ArrayRecord) -> dict[int, dict[str, np.ndarray]]:
+    """partition -> name -> array of a record packed by :func:`pack_arrays`.
+
+    Raises ValueError, naming the key, where the record does not follow that layout (an index
+    missing or not matching its data), so that a malformed reply fails its node's clients
+    instead of the server."""
     out: dict[int, dict[str, np.ndarray]] = {}
-    for key, value in record.items():
-        partition, _, name = key.partition("/")
-        out.setdefault(int(partition), {})[name] = value.numpy()
+    for key in record:
+        if key.endswith(INDEX):
+            continue
+        name, _, ndim = key.rsplit("|", 2) if key.count("|") >= 2 else (key, "", "")
+        if key + INDEX not in record or not ndim.isdigit():
+            raise ValueError(f"client arrays: {key!r} is not '<name>|<dtype>|<ndim>' with an "
+                             f"index under {key + INDEX!r}")
+        data, index = record[key].numpy(), record[key + INDEX].numpy()
+        if (data.ndim != 1 or index.dtype != np.int64
+                or index.shape != (len(index), 1 + int(ndim)) or (index[:, 1:] < 0).any()
+                or index[:, 1:].prod(axis=1).sum() != data.size):
+            raise ValueError(f"client arrays: the index {key + INDEX!r} does not describe the "
+                             f"{data.size} values under {key!r}")
+        ends = np.cumsum(index[:, 1:].prod(axis=1))
+        for row, start, end in zip(index, ends - index[:, 1:].prod(axis=1), ends):
+            out.setdefault(int(row[0]), {})[name] = data[start:end].reshape(row[1:])
     return out
 
 

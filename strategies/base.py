@@ -53,8 +53,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
 from fedsim.privacy import ClientAccountant
-from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, PARTITIONS, SHARED, ClientReply, pack_arrays,
-                             ray_node, read_reply)
+from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, INDEX, PARTITIONS, SHARED, ClientReply,
+                             pack_arrays, ray_node, read_reply)
 
 DISCOVER = f"{MessageType.QUERY}.discover"
 
@@ -240,7 +240,11 @@ class PartitionedStrategy(Strategy):
             self.bytes["eval_up" if evaluation else "up"] += payload_bytes(reply.content)
             if (served_by := ray_node(reply.content)) is not None:
                 self._ray_nodes.add(served_by)
-            valid, errors = read_reply(reply.content)
+            try:
+                valid, errors = read_reply(reply.content)
+            except (KeyError, ValueError) as malformed:  # not fedsim's reply layout
+                self._count("failures", self._addressed.get(node, []), str(malformed))
+                continue
             for partition, reason in errors.items():
                 self._count("failures", [partition], reason)
             for client in valid:
@@ -360,6 +364,9 @@ class PartitionedStrategy(Strategy):
 
 
 def payload_bytes(content: RecordDict | ArrayRecord) -> int:
-    """Bytes of serialized array data (what dominates a message's size)."""
+    """Bytes of array values (what dominates a message's size). Serialization headers and the
+    index of packed per-client arrays (:func:`fedsim.protocol.pack_arrays`) are left out, so
+    the count does not depend on how clients are spread over nodes."""
     records = [content] if isinstance(content, ArrayRecord) else content.array_records.values()
-    return sum(len(array.data) for record in records for array in record.values())
+    return sum(np.dtype(array.dtype).itemsize * math.prod(array.shape)
+               for record in records for key, array in record.items() if not key.endswith(INDEX))

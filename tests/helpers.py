@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsim.app.client_app import app as client_app, state_root
+from fedsim.app.private_store import SUFFIX, read_version
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
 from fedsim.protocol import node_count
@@ -38,7 +39,5 @@ def private_arrays(strategy) -> dict[int, dict[str, np.ndarray]]:
     root = state_root(spec) / strategy.message_config["run-id"]
     latest = {}
     for folder in sorted(Path(root).iterdir()) if root.is_dir() else []:
-        newest = sorted(folder.glob("r*.npz"))[-1]
-        with np.load(newest) as saved:
-            latest[int(folder.name)] = {name: saved[name] for name in saved.files}
+        latest[int(folder.name)] = read_version(sorted(folder.glob(f"r*{SUFFIX}"))[-1])
     return latest

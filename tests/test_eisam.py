@@ -12,6 +12,7 @@ from fedsim.centralized.sasrec import SASRecTrainer, training_windows
 from fedsim.federation import load_federation
 from fedsim.optim import (frequency_weights, item_row_penalty, sam_gradient,
                           weighted_sam_gradient)
+from fedsim.protocol import unpack_arrays
 from fedsim.spec import SpecError, resolve
 from tests.helpers import run_fake
 
@@ -272,15 +273,11 @@ def test_fedrecgel_eisam_sends_weights_of_the_pooled_counts():
     kinds = [m.metadata.message_type for m in grid.sent]
     assert kinds.count("query.counts") == 4  # once, to every node
     train = [m for m in grid.sent if m.metadata.message_type == "train"]
-    records = [m.content.array_records["client-arrays"] for m in train]
     checked = 0
-    for record in records:
-        for key in record:
-            partition, _, name = key.partition("/")
-            if name == "item_beta":
-                ids = record[f"{partition}/item_ids"].numpy()
-                np.testing.assert_array_equal(record[key].numpy(), expected[ids])
-                checked += 1
+    for message in train:
+        for own in unpack_arrays(message.content.array_records["client-arrays"]).values():
+            np.testing.assert_array_equal(own["item_beta"], expected[own["item_ids"]])
+            checked += 1
     assert checked == 2 * 10  # every trained client (0.2 of 50), both rounds
 
 

@@ -8,6 +8,7 @@ import torch
 
 from fedsim.fairness import calibration as cal
 from fedsim.metrics import fairness_gaps
+from fedsim.protocol import unpack_arrays
 from tests.helpers import private_arrays, run_fake
 
 # One client of a 2-group, 2-class federation: own n_k[a, y] and pooled N[a, y] (n = 120).
@@ -150,8 +151,9 @@ def test_exact_parity_shrinks_the_gaps_and_duals_stay_private():
     assert len(mus) == 4 and all(mu.any() for mu in mus)
     _assert_no_reply_holds(grid, mus)
     dual_replies = [r for r in grid.replies if r.metadata.message_type == "train"][-2:]
-    names = {name.split("/")[1] for r in dual_replies
-             for name in r.content.array_records["client-arrays"]}
+    names = {name for r in dual_replies
+             for upload in unpack_arrays(r.content.array_records["client-arrays"]).values()
+             for name in upload}
     assert names == {"grad_lambda"}
 
 

@@ -110,3 +110,24 @@ def test_malformed_updates_are_rejected_and_never_aggregated(monkeypatch, caplog
     assert history[1]["rejected"] + history[1]["train_clients"] == 25
     assert all(torch.isfinite(p).all() for p in strategy.params.values())
     assert reason in caplog.text
+
+
+def test_a_reply_out_of_the_array_layout_fails_its_nodes_clients_only(monkeypatch, caplog):
+    from fedsim.app import client_app
+
+    reply_content = client_app.reply_content
+
+    def scramble(arrays, metrics, errors, runtime):
+        content = reply_content(arrays, metrics, errors, runtime)
+        record = content.array_records["client-arrays"]
+        if 0 in arrays and "item_ids|<i8|1|index" in record:  # the node hosting partition 0
+            del record["item_ids|<i8|1|index"]
+        return content
+
+    monkeypatch.setattr(client_app, "reply_content", scramble)
+    strategy, history, _ = run_fake({**REC, "rounds": 1, "nodes": 4})
+    sampled = strategy.sample(1)
+    hosted_with_0 = sum(1 for p in sampled if p % 4 == 0)
+    assert 0 in sampled and history[1]["failures"] == hosted_with_0
+    assert history[1]["train_clients"] == 25 - hosted_with_0
+    assert "is not '<name>|<dtype>|<ndim>'" in caplog.text

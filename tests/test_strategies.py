@@ -1,9 +1,12 @@
 """Strategies end to end on the in-process FakeGrid: determinism, sparsity, privacy, failures."""
 
+import json
+
 import numpy as np
 import torch
 
 from clients.fedncf import FedNCFClient
+from fedsim.protocol import unpack_arrays
 from strategies.fedavg import FedAvg
 from strategies.fedncf import mean_sparse_gradient
 from tests.helpers import private_arrays, run_fake
@@ -73,10 +76,10 @@ def test_clients_receive_only_the_item_rows_they_asked_for():
     assert len(train) == 25  # 5% of 500 clients, one node each
     for message in train:
         partition = message.content.config_records["config"]["partition-ids"][0]
-        own = message.content.array_records["client-arrays"]
+        own = unpack_arrays(message.content.array_records["client-arrays"])[partition]
         wanted = FedNCFClient(spec, partition).needed_items(1)
-        np.testing.assert_array_equal(own[f"{partition}/item_ids"].numpy(), wanted)
-        assert own[f"{partition}/item_gmf.weight"].numpy().shape == (len(wanted), 32)
+        np.testing.assert_array_equal(own["item_ids"], wanted)
+        assert own["item_gmf.weight"].shape == (len(wanted), 32)
 
 
 def test_no_reply_carries_user_embeddings():
@@ -101,6 +104,19 @@ def test_fedncf_learns_on_synthetic_data():
     # model, so per round the training traffic is far below the evaluation traffic.
     assert 0 < history[-1]["bytes_up"] < history[-1]["bytes_eval_down"]
     assert 0 < history[-1]["bytes_down"] < history[-1]["bytes_eval_down"]
+
+
+def test_bytes_count_the_array_values_each_client_gets_and_sends():
+    strategy, history, grid = run_fake({**REC, "rounds": 1, "nodes": 4})
+    spec = json.loads(strategy.message_config["spec"])
+    shared = sum(p.numel() * 4 for k, p in strategy.params.items() if not k.startswith("item_"))
+    down = up = 0
+    for p in strategy.sample(1):
+        rows = len(FedNCFClient(spec, p).needed_items(1))
+        row_bytes = rows * 8 + rows * (32 + 128) * 4  # item_ids (int64), the two item tables
+        down += shared + row_bytes  # the dense layers reach each client, then its rows
+        up += rows * 8 + shared + row_bytes  # the row request, then the upload (ids, gradients)
+    assert (history[1]["bytes_down"], history[1]["bytes_up"]) == (down, up)
 
 
 def test_fedavg_reports_accuracy_and_fairness_gaps():

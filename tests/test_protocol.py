@@ -1,0 +1,40 @@
+"""The per-client array layout of fedsim messages (fedsim.protocol.pack_arrays)."""
+
+import numpy as np
+import pytest
+from flwr.app import Array, ArrayRecord
+
+from fedsim.protocol import pack_arrays, unpack_arrays
+
+
+def test_packing_round_trips_every_clients_arrays_exactly():
+    rng = np.random.default_rng(0)
+    per_client = {
+        7: {"item_ids": np.array([3, 9, 11]), "rows": rng.normal(size=(3, 4)).astype(np.float32),
+            "bias": rng.normal(size=4).astype(np.float32), "step": np.array(2.0)},
+        2: {"item_ids": np.array([], dtype=np.int64), "rows": np.zeros((0, 4), np.float32),
+            "bias": rng.normal(size=4).astype(np.float32), "step": np.array(5.0)},
+        # A name whose dtype differs between clients keeps each client's dtype.
+        5: {"rows": rng.normal(size=(2, 4)), "counts": np.arange(6).reshape(2, 3)},
+    }
+    record = pack_arrays(per_client)
+    # Two Arrays per (name, dtype, ndim), not one per client and name.
+    assert len(record) == 2 * 6
+    unpacked = unpack_arrays(record)
+    assert unpacked.keys() == per_client.keys()
+    for partition, arrays in per_client.items():
+        assert unpacked[partition].keys() == arrays.keys()
+        for name, value in arrays.items():
+            got = unpacked[partition][name]
+            assert got.dtype == value.dtype and got.shape == value.shape, (partition, name)
+            np.testing.assert_array_equal(got, value)
+
+
+def test_a_record_not_in_the_layout_is_named_in_the_error():
+    good = pack_arrays({1: {"w": np.ones((2, 3), np.float32)}})
+    with pytest.raises(ValueError, match=r"'1/w'"):
+        unpack_arrays(ArrayRecord({"1/w": Array(np.ones(3))}))
+    short = ArrayRecord({"w|<f4|2": good["w|<f4|2"],
+                         "w|<f4|2|index": Array(np.array([[1, 2, 4]], dtype=np.int64))})
+    with pytest.raises(ValueError, match=r"does not describe the 6 values under 'w\|<f4\|2'"):
+        unpack_arrays(short)
