@@ -116,6 +116,11 @@ def _train_bucket(client: FedNCFClient, shared: Arrays, inputs: list[dict], stor
         return (torch.nn.functional.binary_cross_entropy_with_logits(
             logits, labels, reduction="none") * weights).sum()
 
+    def group_loss(group, rest, users, items, labels, weights):
+        """The loss as a function of one parameter group: its SAM pass differentiates only
+        that group (the user-row pass then skips the per-client gradients of the MLP)."""
+        return loss({**rest, **group}, users, items, labels, weights)
+
     def round_gradients(own_params, dense_params, users, items, labels, weights):
         """One client's FedRecGEL gradients (FedNCF's when both radii are 0): base gradient,
         then a SAM pass per group from it, as FedRecGELClient.gradients."""
@@ -129,9 +134,9 @@ def _train_bucket(client: FedNCFClient, shared: Arrays, inputs: list[dict], stor
                 continue
             flags = [rowwise_items and n in item_tables for n in names]
             eps = perturbation([base[n] for n in names], rho, flags)
-            moved = {**params, **{n: params[n] + e for n, e in zip(names, eps)}}
-            again = grad(loss)(moved, users, items, labels, weights)
-            grads.update({n: again[n] for n in names})
+            moved = {n: params[n] + e for n, e in zip(names, eps)}
+            rest = {n: v for n, v in params.items() if n not in moved}
+            grads.update(grad(group_loss)(moved, rest, users, items, labels, weights))
         return value, grads
 
     values, grads = vmap(round_gradients, in_dims=(0, None, 0, 0, 0, 0))(

@@ -19,8 +19,8 @@ upload; those sets are the client's positives plus this round's fresh negatives,
 present in every round a client trains are its positives. Noising only the touched rows would
 leave that in the clear; dense rows hide it, at the cost of a full item table each way per client.
 
-Messages (layout of :mod:`fedsim.protocol`; per-client arrays are keyed "<partition>/<name>")
----------------------------------------------------------------------------------------------
+Messages (layout of :mod:`fedsim.protocol`; per-client arrays by client and name)
+---------------------------------------------------------------------------------
 - ``query.rows``: no arrays; each client replies "item_ids" (int64 [n]).
 - train: "arrays" = the dense layers; per client "item_ids", "item_gmf.weight" [n, d],
   "item_mlp.weight" [n, d']; each client replies the gradients under the same names (and

@@ -1,10 +1,10 @@
-"""The per-client array layout of fedsim messages (fedsim.protocol.pack_arrays)."""
+"""The per-client layouts of fedsim messages (fedsim.protocol.pack_arrays, pack_metrics)."""
 
 import numpy as np
 import pytest
-from flwr.app import Array, ArrayRecord
+from flwr.app import Array, ArrayRecord, MetricRecord
 
-from fedsim.protocol import pack_arrays, unpack_arrays
+from fedsim.protocol import pack_arrays, pack_metrics, unpack_arrays, unpack_metrics
 
 
 def test_packing_round_trips_every_clients_arrays_exactly():
@@ -38,3 +38,15 @@ def test_a_record_not_in_the_layout_is_named_in_the_error():
                          "w|<f4|2|index": Array(np.array([[1, 2, 4]], dtype=np.int64))})
     with pytest.raises(ValueError, match=r"does not describe the 6 values under 'w\|<f4\|2'"):
         unpack_arrays(short)
+
+
+def test_metrics_round_trip_per_client_with_their_types():
+    per_client = {4: {"num-examples": 12, "train-loss": 0.5}, 1: {"train-loss": 2.0},
+                  9: {"num-examples": 3, "train-loss": 1}}
+    record = pack_metrics(per_client)
+    assert len(record) == 2 * 2  # one list and its partitions per name
+    assert unpack_metrics(record) == per_client
+    assert isinstance(unpack_metrics(record)[4]["num-examples"], int)
+    assert isinstance(unpack_metrics(record)[9]["train-loss"], float)  # a float column
+    with pytest.raises(ValueError, match=r"'train-loss'"):
+        unpack_metrics(MetricRecord({"train-loss": [1.0, 2.0], "train-loss|partitions": [3]}))

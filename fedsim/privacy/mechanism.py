@@ -20,8 +20,9 @@ Why not Flower's mods: ``LocalDpMod`` and ``fixedclipping_mod`` (``flwr.clientap
 whole ClientApp call and require the instruction and the reply to hold exactly one ArrayRecord
 each, with the same keys, whose difference they clip as one model update. A fedsim message
 addresses several logical clients (:mod:`fedsim.protocol`): a reply's "client-arrays" holds every
-addressed client's upload under "<partition>/<name>", FedNCF's instructions hold two
-ArrayRecords ("arrays" and "client-arrays"), and its uploads are gradients, not weights. The
+addressed client's upload (packed per array name, :func:`fedsim.protocol.pack_arrays`), FedNCF's
+instructions hold two ArrayRecords ("arrays" and "client-arrays"), and its uploads are
+gradients, not weights. The
 mods refuse such messages (or, forced, would clip a node's clients jointly as one vector). Their
 noise also comes from numpy's global RNG, which no (seed, client, round) reproduces, and
 ``LocalDpMod`` calibrates it with the one-shot bound sqrt(2 ln(1.25/δ))/ε, valid for ε < 1 and
