@@ -76,12 +76,15 @@ class PrivateStore:
     def save(self, arrays: dict[str, np.ndarray]) -> None:
         if self.write_round is None:
             raise RuntimeError("this phase must not change a client's private state")
-        self.folder.mkdir(parents=True, exist_ok=True)
+        versions = self._versions()
+        if not versions:
+            self.folder.mkdir(parents=True, exist_ok=True)
         target = self.folder / f"r{self.write_round:06d}{SUFFIX}"
         partial = self.folder / f".r{self.write_round:06d}.part"
         with open(partial, "wb") as out:
             pickle.dump({name: np.asarray(value) for name, value in arrays.items()}, out,
                         protocol=pickle.HIGHEST_PROTOCOL)
         os.replace(partial, target)
-        for version, path in self._versions()[:-KEEP]:
+        kept = sorted({*versions, (self.write_round, target)})
+        for version, path in kept[:-KEEP]:
             path.unlink(missing_ok=True)
