@@ -194,16 +194,21 @@ def sum_sparse_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str,
     """Sum over uploads of item-sparse gradients as dense tensors, and per item the number of
     uploads that touched it (the two divisors of the means below).
 
-    One scatter-add per table over all uploads' rows at once: a cross-device round has
-    thousands of uploads, and a Python loop over them sat on the server's critical path."""
+    Item rows: one scatter-add per table over all uploads' rows at once (a cross-device round
+    has thousands of uploads, and a loop of small scatters sat on the server's critical path).
+    Dense layers: added in place upload by upload, since stacking thousands of copies of them
+    first would allocate gigabytes."""
     index = torch.from_numpy(np.concatenate([u["item_ids"] for u in uploads]))
     touches = torch.bincount(index, minlength=len(params[item_tables[0]])).float()
     total = {}
     for name, param in params.items():
-        stacked = torch.from_numpy(np.concatenate([u[name] for u in uploads])
-                                   if name in item_tables else np.stack([u[name] for u in uploads]))
-        total[name] = (torch.zeros_like(param).index_add_(0, index, stacked)
-                       if name in item_tables else stacked.sum(0))
+        if name in item_tables:
+            rows = torch.from_numpy(np.concatenate([u[name] for u in uploads]))
+            total[name] = torch.zeros_like(param).index_add_(0, index, rows)
+        else:
+            total[name] = torch.zeros_like(param)
+            for upload in uploads:
+                total[name] += torch.from_numpy(upload[name])
     return total, touches
 
 
