@@ -349,12 +349,19 @@ def cached_rows(names: list[str], seeds: list[int], runs: Path, columns: list[st
     return found, missing
 
 
+# Keys that say where and how fast a run executes, not what it computes: a cached run that
+# differs from the spec only in these is the same run. (`nodes` regroups clients into messages;
+# in cohort mode that moves only the float summation order, tests/test_cohort.py.)
+PLACEMENT_KEYS = frozenset({"out_dir", "state_dir", "nodes", "ray.client_cpus", "ray.address"})
+
+
 def same_run(cached: dict, spec: dict) -> bool:
-    """Whether a cached run's resolved spec is `spec` (out_dir aside). A key the cached spec
-    lacks was added to the schema after the run; it matches at its default, since a new key's
-    default keeps the behaviour that existed before it."""
+    """Whether a cached run's resolved spec is `spec`, placement keys aside. A key the cached
+    spec lacks was added to the schema after the run; it matches at its default, since a new
+    key's default keeps the behaviour that existed before it."""
     return set(cached) <= set(spec) and all(
-        name == "out_dir" or (cached[name] == value if name in cached else value == DEFAULTS[name])
+        name in PLACEMENT_KEYS
+        or (cached[name] == value if name in cached else value == DEFAULTS[name])
         for name, value in spec.items())
 
 

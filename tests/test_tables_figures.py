@@ -83,3 +83,17 @@ def test_cached_only_render_marks_rows_without_a_cached_run(tmp_path):
     assert lines[4] == f"| {row.label} | 0.5000 | 0.2500 | 0.1250 | 0.0625 | 0.0000 |"
     assert lines[5] == f"| {table.rows[1].label} | " + " | ".join(["not run"] * 5) + " |"
     assert len(lines) == 4 + len(table.rows)
+
+
+def test_a_cached_run_is_reused_across_placement_but_not_across_math():
+    from fedsim.spec import resolve
+
+    spec = resolve({"dataset": "synthetic-rec", "rounds": 3})
+    assert tables.same_run(spec, {**spec, "nodes": 4, "out_dir": "elsewhere",
+                                  "ray.client_cpus": 2})
+    assert not tables.same_run(spec, {**spec, "rounds": 4})
+    assert not tables.same_run(spec, {**spec, "cohort": not spec["cohort"]})
+    # A key added to the schema after the cached run matches at its default only.
+    older = {k: v for k, v in spec.items() if k != "eval_full_every"}
+    assert tables.same_run(older, spec)
+    assert not tables.same_run(older, {**spec, "eval_full_every": 7})
