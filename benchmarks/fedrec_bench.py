@@ -78,7 +78,7 @@ def main() -> None:
         total = time.perf_counter() - started
         records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
         updates = sum(r.get("train_clients", 0) for r in records)
-        full_model = summary["eval_bytes_down"] / max(1, summary["num_clients"]) / max(
+        full_model = summary["bytes_eval_down"] / max(1, summary["num_clients"]) / max(
             1, sum(1 for r in records if "hr@10" in r))
         print(f"{path}: {summary['method']} on {summary['dataset']}, {summary['num_clients']} "
               f"clients, {summary['rounds']} rounds")

@@ -11,7 +11,8 @@ HISTORY = [
     {"round": 0, "hr@10": 0.9, "val_hr@10": 0.9, "bytes_up": 0, "bytes_down": 10},
     {"round": 1, "hr@10": 0.3, "val_hr@10": 0.5, "failures": 1, "bytes_up": 5, "bytes_down": 20},
     {"round": 2, "hr@10": 0.6, "val_hr@10": 0.4, "bytes_up": 9, "bytes_down": 30},
-    {"round": 3, "hr@10": 0.5, "val_hr@10": float("nan"), "bytes_up": 12, "bytes_down": 40},
+    {"round": 3, "hr@10": 0.5, "val_hr@10": float("nan"), "bytes_up": 12, "bytes_down": 40,
+     "bytes_eval_up": 3, "bytes_eval_down": 50},
 ]
 
 
@@ -22,6 +23,8 @@ def test_best_rounds_are_selected_on_test_and_on_validation_after_round_zero():
     assert summary["best_val"]["round"] == 1 and summary["best_val"]["selected_on"] == "val_hr@10"
     assert summary["final"]["hr@10"] == 0.5
     assert (summary["bytes_up"], summary["bytes_down"], summary["failures"]) == (12, 40, 1)
+    # the same names as in metrics.jsonl
+    assert (summary["bytes_eval_up"], summary["bytes_eval_down"]) == (3, 50)
     assert summary["num_clients"] == 7 and summary["spec"] == SPEC
 
 
