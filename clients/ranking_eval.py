@@ -74,7 +74,7 @@ def per_user_metrics(model: torch.nn.Module, data: Interactions, users: np.ndarr
             if scorer not in full_scores:
                 full_scores[scorer] = scorer.score_all(local).numpy()
             ranks["_full"] = rank_against_all(full_scores[scorer], positives,
-                                              *exclusions(data, users, other))
+                                              *exclusions(data, users, held_out, other))
         groups = {"": np.ones(len(users), bool), "_head": head[positives],
                   "_tail": ~head[positives]}
         for group, mask in groups.items():
@@ -92,12 +92,16 @@ def _head_mask(data: Interactions, fraction: float) -> np.ndarray:
     return data.head_item_mask(fraction)
 
 
-def exclusions(data: Interactions, users: np.ndarray,
-                other_held_out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """CSR of the items each user must not be ranked against: training items (+ other held-out)."""
+def exclusions(data: Interactions, users: np.ndarray, held_out: np.ndarray,
+               other_held_out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """CSR of the items each user must not be ranked against: training items (+ the other
+    held-out item), but never the ``held_out`` item being ranked. A protocol that keeps
+    duplicate rows (the FedRecGEL authors') leaves the other row of a held-out pair in training;
+    that item is then ranked like an unseen one, as the authors' sampled evaluation does."""
     rows = []
     for user in users:
         items = data.user_items(int(user))
+        items = items[items != held_out[user]]
         if other_held_out is not None:
             items = np.append(items, other_held_out[user])
         rows.append(np.sort(items))

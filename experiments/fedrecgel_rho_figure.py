@@ -19,9 +19,10 @@ from figure_script import figure_main, save  # experiments/ is this script's dir
 from tables import RHO_GRID, cached_rows
 
 FIXED = {"rho_sh": "rho_ns = 0.02", "rho_ns": "rho_sh = 0"}  # the table's other radius
-PANELS = {"paper protocol (best test round, sampled)": ("best_test:hr@10", "best_test:ndcg@10"),
+PANELS = {"paper protocol (best test round, sampled)": ("fedrecgel/best_test:hr@10",
+                                                        "fedrecgel/best_test:ndcg@10"),
           "clean protocol (best validation round, full ranking)":
-              ("best_val_full:hr@10_full", "best_val_full:ndcg@10_full")}
+              ("clean/best_val_full:hr@10_full", "clean/best_val_full:ndcg@10_full")}
 
 
 def collect(seeds: list[int], runs: Path) -> tuple[dict[str, dict[float, dict[str, float]]],

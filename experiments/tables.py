@@ -37,7 +37,10 @@ class Row:
 class Table:
     title: str
     rows: list[Row]
-    columns: list[str]  # metric names, or "selection:metric" to override `selection`
+    # Metric names, or "selection:metric" to override `selection`, or
+    # "protocol/selection:metric" to take the value from the row's run with data.protocol =
+    # protocol (a row that shows two protocols comes from a run of each).
+    columns: list[str]
     selection: str = "final"  # "final", "best_test" or "best_val"
 
 
@@ -137,11 +140,15 @@ def _fedrecgel_rho_rows() -> list[Row]:
 RECOMMENDATION_SETS = {"filmtrust": "FilmTrust", "movielens100k": "ML-100K",
                        "lastfm2k": "Lastfm-2K", "amazon_video": "Amazon-Video"}
 
-# Paper protocol: the best round on test, sampled ranking (99 negatives), as the authors.
-# Clean protocol: the best round on the validation item under full ranking, then its test
+# Paper protocol (runs with data.protocol = "fedrecgel", the authors' split): the best round on
+# test, sampled ranking (99 negatives), as the authors; beside it the mean over the last 10
+# evaluated rounds. Clean protocol (runs with data.protocol = "clean": duplicates merged, a
+# validation item): the best round on the validation item under full ranking, then its test
 # full-ranking metrics overall and on tail items (bottom 80% by training count).
-FEDREC_COLUMNS = ["best_test:hr@10", "best_test:ndcg@10", "best_val_full:hr@10_full",
-                  "best_val_full:ndcg@10_full", "best_val_full:hr@10_full_tail"]
+FEDREC_COLUMNS = ["fedrecgel/best_test:hr@10", "fedrecgel/best_test:ndcg@10",
+                  "fedrecgel/last10_test:hr@10", "fedrecgel/last10_test:ndcg@10",
+                  "clean/best_val_full:hr@10_full", "clean/best_val_full:ndcg@10_full",
+                  "clean/best_val_full:hr@10_full_tail"]
 
 def _eisam_rows() -> list[Row]:
     """SASRec and EISAM (E1, E2) on MovieLens-100K, single client (experiments/centralized)."""
@@ -339,14 +346,26 @@ def cached_rows(names: list[str], seeds: list[int], runs: Path, columns: list[st
     found, missing = [], []
     for table in (TABLES[name] for name in names):
         for row in table.rows:
-            summaries = [s for seed in seeds
-                         if (s := run_row(row, seed, runs, cached_only=True)) is not None]
-            if not summaries:
+            values = {}
+            for column in columns or table.columns:
+                column_row, metric = column_run(row, column)
+                summaries = [s for seed in seeds if (s := run_row(column_row, seed, runs,
+                                                                  cached_only=True)) is not None]
+                values[column] = [_pick(s, metric, table.selection) for s in summaries]
+            if not all(values.values()):
                 missing.append(row.label)
                 continue
-            found.append((row, {column: [_pick(s, column, table.selection) for s in summaries]
-                                for column in columns or table.columns}))
+            found.append((row, values))
     return found, missing
+
+
+def column_run(row: Row, column: str) -> tuple[Row, str]:
+    """The run a column's value comes from and the column without its protocol: for
+    "protocol/selection:metric", `row` with data.protocol = protocol."""
+    protocol, slash, metric = column.partition("/")
+    if not slash:
+        return row, column
+    return Row(row.label, row.spec, {**row.overrides, "data.protocol": protocol}), metric
 
 
 # Keys that say where and how fast a run executes, not what it computes: a cached run that
@@ -378,20 +397,20 @@ def render(table: Table, seeds: list[int], runs: Path, cached_only: bool = False
              "| run | " + " | ".join(table.columns) + " |",
              "|---|" + "---|" * len(table.columns)]
     for row in table.rows:
-        summaries = [run_row(row, seed, runs, cached_only) for seed in seeds]
-        if None in summaries:
-            lines.append(f"| {row.label} | " + " | ".join(["not run"] * len(table.columns))
-                         + " |")
-            continue
-        lines.append(f"| {row.label} | " + " | ".join(
-            cell([_pick(s, column, table.selection) for s in summaries])
-            for column in table.columns) + " |")
+        cells = []
+        for column in table.columns:
+            column_row, metric = column_run(row, column)
+            summaries = [run_row(column_row, seed, runs, cached_only) for seed in seeds]
+            cells.append("not run" if None in summaries else
+                         cell([_pick(s, metric, table.selection) for s in summaries]))
+        lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def _pick(summary: dict, column: str, selection: str) -> float:
     """A column's value in a summary: "metric" at the table's selection, or
-    "selection:metric" at its own ("final", "best_test", "best_val", "best_val_full")."""
+    "selection:metric" at its own ("final", "best_test", "last10_test", "best_val",
+    "best_val_full")."""
     selection, _, metric = column.rpartition(":") if ":" in column else (selection, "", column)
     record = summary[selection] if selection == "final" else summary[selection]["metrics"]
     return record[metric]

@@ -24,10 +24,11 @@ from fedsim.partition import make_partition
 from fedsim.spec import RECOMMENDATION_DATASETS, SpecError
 
 # Spec keys that change the data or the partition (the cache key).
-_DATA_KEYS = ("dataset", "data_dir", "data.seed", "data.validation", "data.test_negatives",
+_DATA_KEYS = ("dataset", "data_dir", "data.seed", "data.protocol", "data.test_negatives",
               "data.synthetic_users",
               "data.test_fraction", "partitioner", "num_clients", "seed", "partition.ids_per_client",
-              "partition.column", "partition.alpha", "partition.min_size", "partition.low",
+              "partition.column", "partition.alpha", "partition.min_size",
+              "partition.min_per_value", "partition.low",
               "partition.high")
 
 
@@ -69,7 +70,7 @@ def _load_cached(key: str) -> Federation:
     if spec["dataset"] in RECOMMENDATION_DATASETS:
         size = ({"num_users": spec["data.synthetic_users"]}
                 if spec["dataset"] == "synthetic-rec" else {})
-        data = load_dataset(spec["dataset"], data_dir, validation=spec["data.validation"], **size,
+        data = load_dataset(spec["dataset"], data_dir, protocol=spec["data.protocol"], **size,
                             num_negatives=spec["data.test_negatives"], seed=spec["data.seed"])
         parts = _partition_users(data, spec)
         return Federation(data, parts, parts)
@@ -88,7 +89,7 @@ def _load_cached(key: str) -> Federation:
 def _partition_users(data: Interactions, spec: Mapping[str, Any]) -> list[np.ndarray]:
     users = np.arange(data.num_users)
     column = None
-    if spec["partitioner"] == "dirichlet":
+    if spec["partitioner"] in ("dirichlet", "dirichlet_capped"):
         name = spec["partition.column"]
         if name not in data.user_attributes:
             raise SpecError(f"partition.column = {name!r}: dataset {spec['dataset']!r} has user "
@@ -98,6 +99,7 @@ def _partition_users(data: Interactions, spec: Mapping[str, Any]) -> list[np.nda
                            num_clients=spec["num_clients"] or 1, seed=spec["seed"], ids=users,
                            column=column, alpha=spec["partition.alpha"],
                            min_size=spec["partition.min_size"],
+                           min_per_value=spec["partition.min_per_value"],
                            ids_per_client=spec["partition.ids_per_client"])
     _check_client_count(spec, len(parts), data.num_users, "users")
     return parts
@@ -106,13 +108,15 @@ def _partition_users(data: Interactions, spec: Mapping[str, Any]) -> list[np.nda
 def _partition_samples(labels: np.ndarray, sensitive: np.ndarray,
                        spec: Mapping[str, Any]) -> list[np.ndarray]:
     columns = {"sensitive": sensitive, "label": labels}
-    if spec["partitioner"] == "dirichlet" and spec["partition.column"] not in columns:
+    if (spec["partitioner"] in ("dirichlet", "dirichlet_capped")
+            and spec["partition.column"] not in columns):
         raise SpecError(f"partition.column = {spec['partition.column']!r}: tabular data can be "
                         "split on 'sensitive' or 'label'")
     parts = make_partition(spec["partitioner"], num_rows=len(labels),
                            num_clients=spec["num_clients"] or 1, seed=spec["seed"],
                            column=columns.get(spec["partition.column"]), labels=labels,
                            alpha=spec["partition.alpha"], min_size=spec["partition.min_size"],
+                           min_per_value=spec["partition.min_per_value"],
                            low=spec["partition.low"], high=spec["partition.high"])
     _check_client_count(spec, len(parts), len(labels), "rows")
     return parts

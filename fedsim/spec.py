@@ -64,7 +64,7 @@ DATASETS = (
     "synthetic-tabular", "adult", "compas", "bank", "adult-hours",
 )
 RECOMMENDATION_DATASETS = DATASETS[:5]
-PARTITIONERS = ("natural", "iid", "dirichlet", "hetero", "single")
+PARTITIONERS = ("natural", "iid", "dirichlet", "dirichlet_capped", "hetero", "single")
 MODEL_TASKS = {"neumf": "recommendation", "mf": "recommendation", "logreg": "classification",
                "mlp": "classification", "bprmf": "recommendation", "lightgcn": "recommendation",
                "sasrec": "recommendation"}
@@ -99,7 +99,7 @@ SCHEMA: dict[str, Key] = {
                     low_open=True),
     "num_clients": Key(0, "Number of clients. 0 = derived from the data (natural: one client per "
                        "partition.ids_per_client users; single: 1). Required (> 0) for iid, "
-                       "dirichlet and hetero.", low=0, high=1_000_000),
+                       "dirichlet, dirichlet_capped and hetero.", low=0, high=1_000_000),
     "nodes": Key(16, "Simulated Flower nodes hosting the clients (node i hosts the clients p with "
                   "p % nodes == i; capped at the number of clients). Results do not depend on it; "
                   "speed does. 0 = one node per client.", low=0, high=1_000_000),
@@ -123,8 +123,13 @@ SCHEMA: dict[str, Key] = {
                      low=0, high=2**31 - 1),
     "data.synthetic_users": Key(500, "synthetic-rec: number of users (scaling benchmarks).",
                                 low=10, high=10_000_000),
-    "data.validation": Key(True, "Recommendation: hold out the second-latest interaction per user "
-                           "as a validation item (the clean protocol's model selection)."),
+    "data.protocol": Key("clean", "Recommendation: the split's rules (fedsim/data/interactions.py "
+                         "PROTOCOLS). 'fedrecgel': the FedRecGEL authors' pipeline exactly "
+                         "(duplicates kept, latest row = test with ties to the lowest item id, no "
+                         "validation item); 'clean': duplicates merged and a validation item "
+                         "(the second-latest row); 'recbole': RecBole's leave-one-out (ties in "
+                         "file order, validation item, duplicates kept).",
+                         ("clean", "fedrecgel", "recbole")),
     "data.test_negatives": Key(99, "Recommendation: sampled negatives per test/validation item.",
                                low=1, high=10_000),
     "data.head_fraction": Key(0.2, "Recommendation: top fraction of items by training count that "
@@ -134,13 +139,20 @@ SCHEMA: dict[str, Key] = {
                               high=0.9, low_open=True),
     # --- partitioner parameters --------------------------------------------------------------
     "partition.ids_per_client": Key(1, "natural: users per client.", low=1, high=1_000_000),
-    "partition.column": Key("sensitive", "dirichlet: column whose values are split by Dirichlet "
+    "partition.column": Key("sensitive", "dirichlet, dirichlet_capped: column whose values are "
+                            "split by Dirichlet "
                             "proportions: 'sensitive' or 'label' (tabular), or a user attribute "
                             "such as 'gender' (recommendation)."),
-    "partition.alpha": Key(0.5, "dirichlet: concentration (smaller = more skewed).", low=0.0,
-                           high=1e6, low_open=True),
+    "partition.alpha": Key(0.5, "dirichlet, dirichlet_capped: concentration of the Dirichlet "
+                           "(smaller = more skewed). The FedFACT authors' code draws Dir(2 x "
+                           "their alpha): their 0.5 is 1.0 here.", low=0.0, high=1e6,
+                           low_open=True),
     "partition.min_size": Key(10, "dirichlet: minimum rows per client (redrawn until met).",
                               low=0, high=1_000_000),
+    "partition.min_per_value": Key(20, "dirichlet_capped: minimum rows of every value of "
+                                   "partition.column per client, train and test rows together "
+                                   "(redrawn until met; 20 = LoGoFair's sampler).", low=0,
+                                   high=1_000_000),
     "partition.low": Key(0.2, "hetero: lowest per-client target A-Y correlation.", low=0.0,
                          high=1.0),
     "partition.high": Key(0.8, "hetero: highest per-client target A-Y correlation.", low=0.0,
@@ -368,7 +380,8 @@ def _check_combination(spec: Mapping[str, Any]) -> None:
     if spec["partitioner"] == "hetero" and recommendation:
         raise SpecError("partitioner = 'hetero' needs a tabular dataset (label and sensitive "
                         f"attribute); dataset = {spec['dataset']!r} is a recommendation dataset")
-    if spec["partitioner"] in ("iid", "dirichlet", "hetero") and spec["num_clients"] < 1:
+    if (spec["partitioner"] in ("iid", "dirichlet", "dirichlet_capped", "hetero")
+            and spec["num_clients"] < 1):
         raise SpecError(f"num_clients = {spec['num_clients']}: partitioner = "
                         f"{spec['partitioner']!r} needs num_clients >= 1")
     if spec["partitioner"] == "single" and spec["num_clients"] not in (0, 1):

@@ -8,11 +8,11 @@ from sklearn.linear_model import LogisticRegression
 
 from fedsim.data import DataError, Interactions, load_dataset
 from fedsim.data.files import locate, read_rows
-from fedsim.data.interactions import build_interactions
+from fedsim.data.interactions import PROTOCOLS, build_interactions
 from fedsim.data.recommendation import AMAZON_VIDEO_RATINGS, ML100K_RATINGS
 from fedsim.data.synthetic import draw_synthetic_interactions, make_synthetic_interactions
 
-# (users, items, distinct interactions after the >= 5 filter)
+# (users, items, distinct interactions after the >= 5 filter): the clean protocol's split
 EXPECTED = {
     # The authors' 34,889 rows include the file's 3 duplicated (user, item) pairs, all of kept users (every
     # user still has >= 5 distinct items), so 34,889 - 3 = 34,886 distinct interactions remain.
@@ -22,10 +22,14 @@ EXPECTED = {
     "lastfm-2k": (1877, 17617, 92801),
     "movielens-100k": (943, 1682, 100000),
 }
+# Rows kept by the authors' protocol (duplicates kept): FilmTrust's 3 repeated pairs stay.
+FEDRECGEL_ROWS = {"filmtrust": 34889, "amazon-video": 63836}
 
 
 def check_split(data: Interactions, num_negatives: int = 99) -> None:
-    """Invariants of any leave-one-out split made by build_interactions."""
+    """Invariants of any leave-one-out split made by build_interactions (with merged duplicates,
+    also: no repeated training item, no held-out item in training)."""
+    dedupe = PROTOCOLS[data.protocol].dedupe
     assert data.train_indptr[0] == 0 and data.train_indptr[-1] == data.num_train
     assert np.all(np.diff(data.train_indptr) >= 1)
     held_out = [(data.test_items, data.test_negatives)]
@@ -35,10 +39,11 @@ def check_split(data: Interactions, num_negatives: int = 99) -> None:
     used_items = set()
     for u in range(data.num_users):
         train = data.user_items(u)
-        assert np.all(np.diff(train) > 0)  # ascending, no duplicate
+        assert np.all(np.diff(train) > 0 if dedupe else np.diff(train) >= 0)  # ascending
         assert np.array_equal(np.sort(data.user_sequence(u)), train)  # the same items, in time order
         seen = set(train.tolist()) | {int(items[u]) for items, _ in held_out}
-        assert len(seen) == len(train) + len(held_out)  # held-out items are not in train
+        if dedupe:
+            assert len(seen) == len(train) + len(held_out)  # held-out items are not in train
         for _, negatives in held_out:
             assert len(set(negatives[u].tolist())) == num_negatives
             assert not seen & set(negatives[u].tolist())
@@ -57,15 +62,16 @@ def test_real_counts_and_split(data_dir, name):
 
 @pytest.mark.parametrize("name", ["filmtrust", "amazon-video"])
 def test_seed_determinism(data_dir, name):
-    a = load_dataset(name, data_dir, seed=7, validation=False)
-    b = load_dataset(name, data_dir, seed=7, validation=False)
-    c = load_dataset(name, data_dir, seed=8, validation=False)
+    a = load_dataset(name, data_dir, seed=7, protocol="fedrecgel")
+    b = load_dataset(name, data_dir, seed=7, protocol="fedrecgel")
+    c = load_dataset(name, data_dir, seed=8, protocol="fedrecgel")
     assert a.val_items is None and a.val_negatives is None
-    assert a.num_train == EXPECTED[name][2] - a.num_users
+    assert a.num_train == FEDRECGEL_ROWS[name] - a.num_users
+    check_split(a)
     assert np.array_equal(a.test_negatives, b.test_negatives) and np.array_equal(a.train_indices, b.train_indices)
     assert not np.array_equal(a.test_negatives, c.test_negatives)
     # Test negatives come from their own stream, so they do not depend on whether a validation item is held out.
-    with_val = load_dataset(name, data_dir, seed=7, validation=True)
+    with_val = load_dataset(name, data_dir, seed=7, protocol="clean")
     if name == "amazon-video":  # real time: the same test items; FilmTrust's random hold-out is drawn per load
         assert np.array_equal(a.test_items, with_val.test_items)
         assert np.array_equal(a.test_negatives, with_val.test_negatives)
@@ -103,43 +109,24 @@ def test_amazon_test_item_is_latest(data_dir):
 
 
 def test_movielens_sequences_follow_time(data_dir):
-    """On the raw u.data, every user's training sequence has non-decreasing timestamps, ties by item id,
-    and ends before the validation item's time."""
+    """On the raw u.data, every user's training sequence has non-decreasing timestamps, ties by
+    descending item id (the lower id counts as later), and ends before the validation item."""
     rows = read_rows(locate(ML100K_RATINGS, data_dir), "\t", 4)
     raw_users = sorted({int(row[0]) for row in rows})
     raw_items = sorted({int(row[1]) for row in rows})
     time_of = {(int(user), int(item)): int(time) for user, item, _, time in rows}
     data = load_dataset("movielens-100k", data_dir)
     for u in range(data.num_users):
-        keys = [(time_of[raw_users[u], raw_items[i]], i) for i in data.user_sequence(u)]
+        keys = [(time_of[raw_users[u], raw_items[i]], -i) for i in data.user_sequence(u)]
         assert keys == sorted(keys)
-        assert keys[-1] <= (time_of[raw_users[u], raw_items[data.val_items[u]]], data.val_items[u])
-
-
-def test_leave_one_out_order_and_dedup():
-    # user "a": item 30 seen twice (the later copy at t=9 wins, so it is the test item); t ties go to the higher id.
-    users = ["a"] * 7 + ["b"] * 5 + ["c"] * 4
-    items = [10, 20, 30, 40, 50, 30, 60] + [1, 2, 3, 4, 5] + [1, 2, 3, 4]
-    times = [1, 2, 3, 4, 5, 9, 0] + [5, 5, 5, 1, 1] + [1, 2, 3, 4]
-    data = build_interactions("toy", users, items, times, validation=True, num_negatives=2)
-    assert data.num_users == 2  # "c" has 4 items
-    raw_items = [1, 2, 3, 4, 5, 10, 20, 30, 40, 50, 60]  # sorted raw ids -> 0..10
-    assert data.num_items == len(raw_items)
-    a_test, b_test = data.test_items
-    a_val, b_val = data.val_items
-    assert raw_items[a_test] == 30 and raw_items[a_val] == 50
-    assert raw_items[b_test] == 3 and raw_items[b_val] == 2  # equal times 5: the higher item id is later
-    assert [raw_items[i] for i in data.user_items(0)] == [10, 20, 40, 60]
-    assert [raw_items[i] for i in data.user_sequence(0)] == [60, 10, 20, 40]  # t = 0, 1, 2, 4
-    assert [raw_items[i] for i in data.user_sequence(1)] == [4, 5, 1]  # t = 1, 1, 5: ties by item id
-    check_split(data, num_negatives=2)
+        assert keys[-1] <= (time_of[raw_users[u], raw_items[data.val_items[u]]], -data.val_items[u])
 
 
 def test_builder_errors():
     with pytest.raises(DataError, match="no user"):
-        build_interactions("toy", [1, 1], [1, 2], [0, 1], validation=True)
+        build_interactions("toy", [1, 1], [1, 2], [0, 1], protocol="clean")
     with pytest.raises(DataError, match="num_negatives"):
-        build_interactions("toy", [1] * 5, [1, 2, 3, 4, 5], range(5), validation=True, num_negatives=1)
+        build_interactions("toy", [1] * 5, [1, 2, 3, 4, 5], range(5), protocol="clean", num_negatives=1)
 
 
 def test_head_item_mask():

@@ -45,3 +45,15 @@ def test_recorder_writes_valid_json_files_with_nan_as_null(tmp_path):
     assert summary["schema_version"] == 1 and summary["best_test"]["round"] == 2
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
     assert not any(isinstance(v, float) and math.isnan(v) for v in summary["final"].values())
+
+
+def test_last_rounds_mean_leaves_out_round_zero_and_missing_values():
+    history = [{"round": r, "hr@10": r / 100, **({"hr@10_full": 1.0} if r % 5 == 0 else {})}
+               for r in range(0, 16)]
+    last = build_summary(SPEC, history, "hr@10", 7, 1.0)["last10_test"]
+    assert last["rounds"] == [6, 15] and last["selected_on"] == "mean over the last 10 evaluated rounds"
+    assert math.isclose(last["metrics"]["hr@10"], sum(range(6, 16)) / 1000)
+    assert last["metrics"]["hr@10_full"] == 1.0  # rounds 10 and 15 only
+    short = build_summary(SPEC, HISTORY, "hr@10", 7, 1.0)["last10_test"]
+    assert short["rounds"] == [1, 3] and math.isclose(short["metrics"]["hr@10"], (0.3 + 0.6 + 0.5) / 3)
+    assert math.isclose(short["metrics"]["val_hr@10"], 0.45)  # the NaN of round 3 left out

@@ -29,7 +29,8 @@ def test_docs_reference_is_generated_from_the_schema():
     ("fraction", 1.5, ["fraction", "1.5"]),
     ("fedncf.server_lr", -0.1, ["fedncf.server_lr", "-0.1"]),
     ("dataset", "imagenet", ["dataset", "imagenet", "filmtrust"]),
-    ("data.validation", 1, ["data.validation", "bool", "int"]),
+    ("cohort", 1, ["cohort", "bool", "int"]),
+    ("data.protocol", "paper", ["data.protocol", "'paper'", "'fedrecgel'", "'clean'"]),
     ("fraction", float("nan"), ["fraction", "nan"]),
 ])
 def test_bad_values_name_key_value_and_what_is_allowed(key, value, words):
@@ -60,15 +61,16 @@ def test_inconsistent_combinations_are_refused(overrides, words):
 
 def test_set_assignments_use_toml_values():
     parsed = specs.parse_set(["rounds=5", "fedncf.server_lr=1e-2", "dataset=filmtrust",
-                              "data.validation=false", 'out_dir="a b"'])
+                              "cohort=false", 'out_dir="a b"'])
     assert parsed == {"rounds": 5, "fedncf.server_lr": 0.01, "dataset": "filmtrust",
-                      "data.validation": False, "out_dir": "a b"}
+                      "cohort": False, "out_dir": "a b"}
     with pytest.raises(specs.SpecError, match="key=value"):
         specs.parse_set(["rounds"])
 
 
 def test_written_spec_reads_back_identically(tmp_path):
-    spec = specs.resolve({"rounds": 7, "fedncf.server_lr": 0.005, "data.validation": False})
+    spec = specs.resolve({"rounds": 7, "fedncf.server_lr": 0.005,
+                          "data.protocol": "fedrecgel", "cohort": False})
     path = tmp_path / "spec.toml"
     path.write_text(specs.to_toml(spec))
     assert specs.resolve(specs.load_file(path)) == spec

@@ -70,19 +70,32 @@ def test_fedrecgel_rho_sweep_covers_the_grid_and_runs_the_shared_point_once():
     assert len(folders) == 2 * len(tables.RHO_GRID) - 1  # (rho_sh 0, rho_ns 0.02) is in both
 
 
-def test_cached_only_render_marks_rows_without_a_cached_run(tmp_path):
+def test_cached_only_render_takes_each_protocol_from_its_own_run(tmp_path):
+    """The paper columns come from the row's data.protocol = "fedrecgel" run, the clean ones
+    from its "clean" run; a column whose run is missing says so, the others still show."""
     table = tables.TABLES["fedrecgel-rho"]
     row = table.rows[0]
-    spec, out = tables.run_dir(row, 0, tmp_path)
-    out.mkdir(parents=True)
-    metrics = {"hr@10": 0.5, "ndcg@10": 0.25, "hr@10_full": 0.125, "ndcg@10_full": 0.0625,
-               "hr@10_full_tail": 0.0}
-    (out / "summary.json").write_text(json.dumps(
-        {"spec": spec, "best_test": {"metrics": metrics}, "best_val_full": {"metrics": metrics}}))
+    for protocol, scale in (("fedrecgel", 1.0), ("clean", 0.5)):
+        spec, out = tables.run_dir(tables.column_run(row, f"{protocol}/x:y")[0], 0, tmp_path)
+        assert spec["data.protocol"] == protocol
+        out.mkdir(parents=True)
+        metrics = {"hr@10": 0.5 * scale, "ndcg@10": 0.25 * scale, "hr@10_full": 0.125 * scale,
+                   "ndcg@10_full": 0.0625 * scale, "hr@10_full_tail": 0.0}
+        (out / "summary.json").write_text(json.dumps(
+            {"spec": spec, "best_test": {"metrics": metrics},
+             "last10_test": {"metrics": {k: v / 2 for k, v in metrics.items()}},
+             "best_val_full": {"metrics": metrics}}))
     lines = tables.render(table, [0], tmp_path, cached_only=True).splitlines()
-    assert lines[4] == f"| {row.label} | 0.5000 | 0.2500 | 0.1250 | 0.0625 | 0.0000 |"
-    assert lines[5] == f"| {table.rows[1].label} | " + " | ".join(["not run"] * 5) + " |"
+    assert lines[4] == (f"| {row.label} | 0.5000 | 0.2500 | 0.2500 | 0.1250 | 0.0625 | 0.0312 "
+                        "| 0.0000 |")
+    assert lines[5] == f"| {table.rows[1].label} | " + " | ".join(["not run"] * 7) + " |"
     assert len(lines) == 4 + len(table.rows)
+    # Without the clean run, the paper columns still show.
+    clean_dir = tables.run_dir(tables.column_run(row, "clean/x:y")[0], 0, tmp_path)[1]
+    (clean_dir / "summary.json").unlink()
+    line = tables.render(table, [0], tmp_path, cached_only=True).splitlines()[4]
+    assert line == f"| {row.label} | 0.5000 | 0.2500 | 0.2500 | 0.1250 | " + " | ".join(
+        ["not run"] * 3) + " |"
 
 
 def test_a_cached_run_is_reused_across_placement_but_not_across_math():

@@ -39,7 +39,7 @@ def bias_metrics(scores: np.ndarray, data: Interactions, users: np.ndarray,
     tail = ~data.head_item_mask(fraction)
     inactive = ~data.active_user_mask(fraction)[users]
     popularity = data.item_train_counts()
-    indptr, indices = exclusions(data, users, data.val_items)
+    indptr, indices = exclusions(data, users, data.test_items, data.val_items)
     positives = data.test_items[users]
     sums: dict[str, float] = defaultdict(float)
     counts: dict[str, float] = defaultdict(float)

@@ -1,4 +1,4 @@
-"""Implicit-feedback interaction data with a leave-one-out split (the FedRecGEL authors' protocol, deduplicated)."""
+"""Implicit-feedback interaction data with a leave-one-out split under a named protocol (:data:`PROTOCOLS`)."""
 
 from __future__ import annotations
 
@@ -15,14 +15,15 @@ class Interactions:
     """Users x items positives split leave-one-out; all arrays are int64 and read-only (datasets are cached)."""
 
     name: str
+    protocol: str  # the SplitProtocol that made the split (a key of PROTOCOLS)
     num_users: int
     num_items: int
     train_indptr: np.ndarray  # [num_users+1]: items of u are train_indices[train_indptr[u]:train_indptr[u+1]]
-    train_indices: np.ndarray  # [num_train] item ids, ascending within each user
+    train_indices: np.ndarray  # [num_train] item ids, ascending within each user (repeats where kept)
     train_sequence: np.ndarray  # [num_train] the same items in time order within each user (same train_indptr)
     test_items: np.ndarray  # [num_users] latest interaction of each user
     test_negatives: np.ndarray  # [num_users, num_negatives] items the user never interacted with
-    val_items: np.ndarray | None  # [num_users] second-latest interaction (validation=True)
+    val_items: np.ndarray | None  # [num_users] second-latest interaction (protocols with a validation item)
     val_negatives: np.ndarray | None  # [num_users, num_negatives], drawn independently of test_negatives
     user_attributes: dict[str, np.ndarray]  # e.g. {"gender": [num_users]}; {} when none
 
@@ -75,36 +76,89 @@ def _top_fraction(counts: np.ndarray, fraction: float) -> np.ndarray:
     return mask
 
 
+@dataclass(frozen=True)
+class SplitProtocol:
+    """How raw (user, item, timestamp) rows become a leave-one-out split: one named rule set per
+    family of papers, each pinned by a golden test on a hand-written frame
+    (tests/test_data_protocols.py).
+
+    ``ties`` says which of a user's rows at one timestamp counts as the later one:
+    - "lowest-item": the row with the lower item id (then the earlier row of the file). The
+      FedRecGEL authors sort the rows by (uid, iid) and rank each user's timestamps with
+      ``rank(method="first", ascending=False)``: among the rows tied at the latest timestamp the
+      first in (uid, iid) order, the lowest item id, becomes the test item.
+    - "file-order": the row further down the file (a stable sort on the timestamp, as RecBole's
+      leave-one-out does).
+    """
+
+    name: str
+    dedupe: bool  # merge a repeated (user, item) pair into its latest row before anything else
+    ties: str  # "lowest-item" or "file-order", see above
+    validation: bool  # hold out the second-latest row as the validation item
+    description: str
+
+
+PROTOCOLS: dict[str, SplitProtocol] = {
+    p.name: p
+    for p in (
+        SplitProtocol(
+            "fedrecgel", dedupe=False, ties="lowest-item", validation=False,
+            description="the FedRecGEL authors' pipeline exactly (../shared/research/fedrecgel.md 3.2): "
+            "duplicate (user, item) rows kept, latest row per user = test with ties to the lowest item "
+            "id, no validation item; select the best round on test (sampled HR@10)",
+        ),
+        SplitProtocol(
+            "clean", dedupe=True, ties="lowest-item", validation=True,
+            description="the FedRecGEL split with duplicates merged (no held-out item also in "
+            "training) and the second-latest row held out for validation; select on validation",
+        ),
+        SplitProtocol(
+            "recbole", dedupe=False, ties="file-order", validation=True,
+            description="RecBole's leave-one-out (the centralized peers): rows in time order with ties "
+            "in file order (a stable sort), last = test, second-last = validation, duplicates kept",
+        ),
+    )
+}  # fmt: skip
+
+
+def split_protocol(name: str) -> SplitProtocol:
+    if name not in PROTOCOLS:
+        raise ValueError(f"unknown data protocol {name!r}; known protocols: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
+
+
 def build_interactions(
     name: str,
     users: np.ndarray,
     items: np.ndarray,
     timestamps: np.ndarray,
     *,
-    validation: bool,
+    protocol: str,
     num_negatives: int = 99,
     seed: int = 42,
     min_user_interactions: int = 5,
     user_attributes: Mapping[str, Mapping[Hashable, int]] | None = None,
 ) -> Interactions:
-    """Build an :class:`Interactions` from raw (user, item, timestamp) rows.
+    """Build an :class:`Interactions` from raw (user, item, timestamp) rows, in file order.
 
     users/items may hold any sortable raw ids (str or int); user_attributes maps an attribute name to
-    {raw user id: value} and must cover every kept user. Steps (FedRecGEL's preprocessing, with duplicates removed):
+    {raw user id: value} and must cover every kept user. Steps (FedRecGEL's preprocessing; what
+    ``protocol`` changes is said at each step, see :class:`SplitProtocol`):
 
-    1. every row is a positive, whatever its rating; a repeated (user, item) pair keeps only its latest
-       timestamp, so an item can never be both held out and in train;
-    2. keep users with >= min_user_interactions distinct items (one pass, no item filter);
+    1. every row is a positive, whatever its rating; with ``dedupe`` a repeated (user, item) pair keeps
+       only its latest row, so an item can never be both held out and in train (without it, as the
+       authors, the other row of a held-out pair stays in training);
+    2. keep users with >= min_user_interactions rows (one pass, no item filter);
     3. re-index users and items to 0..n-1 in sorted order of the raw ids; num_items counts every remaining item
        (not only training ones: the authors' max-train-id + 1 breaks when an item only appears in test);
-    4. leave-one-out on the order (timestamp, item id): the last is the test item, with validation the one before
-       it is the validation item, the rest is train. On equal timestamps the higher item id counts as later,
-       which is what the authors' rank(method="first") over rows sorted by (uid, iid) does;
+    4. leave-one-out on each user's rows in time order, ties broken by the protocol's rule: the last is the
+       test item, with validation the one before it is the validation item, the rest is train;
     5. negatives: per user, num_negatives items drawn uniformly without replacement from the items the user
        never interacted with; test and validation negatives come from two independent streams of seed, so the
-       test negatives do not depend on `validation`.
+       test negatives do not depend on the validation item.
     """
-    if validation and min_user_interactions < 3:
+    rules = split_protocol(protocol)
+    if rules.validation and min_user_interactions < 3:
         raise ValueError("validation needs min_user_interactions >= 3 (test + validation + >= 1 train item)")
     users, items, timestamps = np.asarray(users), np.asarray(items), np.asarray(timestamps)
     if not len(users) == len(items) == len(timestamps):
@@ -112,35 +166,41 @@ def build_interactions(
     # Integer codes in sorted raw-id order; a later np.unique on them keeps that order.
     raw_users, u = np.unique(users, return_inverse=True)
     _, i = np.unique(items, return_inverse=True)
+    t, row = timestamps, np.arange(len(users))
 
     # 1. dedupe: sort by (u, i, t) and keep the last row of each (u, i) run.
-    order = np.lexsort((timestamps, i, u))
-    u, i, t = u[order], i[order], timestamps[order]
-    last_of_pair = np.ones(len(u), dtype=bool)
-    last_of_pair[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
-    u, i, t = u[last_of_pair], i[last_of_pair], t[last_of_pair]
+    if rules.dedupe:
+        order = np.lexsort((timestamps, i, u))
+        u, i, t, row = u[order], i[order], t[order], row[order]
+        last_of_pair = np.ones(len(u), dtype=bool)
+        last_of_pair[:-1] = (u[1:] != u[:-1]) | (i[1:] != i[:-1])
+        u, i, t, row = u[last_of_pair], i[last_of_pair], t[last_of_pair], row[last_of_pair]
 
     # 2. user filter.
     keep = np.bincount(u)[u] >= min_user_interactions
     if not keep.any():
-        raise DataError(f"{name}: no user has >= {min_user_interactions} distinct items")
-    u, i, t = u[keep], i[keep], t[keep]
+        raise DataError(f"{name}: no user has >= {min_user_interactions} interactions")
+    u, i, t, row = u[keep], i[keep], t[keep], row[keep]
 
     # 3. re-index.
     kept_users, u = np.unique(u, return_inverse=True)
     kept_items, i = np.unique(i, return_inverse=True)
     num_users, num_items = len(kept_users), len(kept_items)
 
-    # 4. leave-one-out: rows sorted by (u, t, i), so each user's last row is the test item.
-    order = np.lexsort((i, t, u))
+    # 4. leave-one-out: each user's rows oldest first, so the last row is the test item. lexsort's
+    # last key is the primary one.
+    if rules.ties == "lowest-item":  # later = lower item id, then earlier in the file
+        order = np.lexsort((-row, -i, t, u))
+    else:  # "file-order": later = further down the file
+        order = np.lexsort((row, t, u))
     u, i = u[order].astype(np.int64), i[order].astype(np.int64)
     ends = np.cumsum(np.bincount(u, minlength=num_users))  # one past each user's last row
-    held_out = [ends - 1, ends - 2] if validation else [ends - 1]
+    held_out = [ends - 1, ends - 2] if rules.validation else [ends - 1]
     test_items = i[held_out[0]]
-    val_items = i[held_out[1]] if validation else None
+    val_items = i[held_out[1]] if rules.validation else None
     is_train = np.ones(len(u), dtype=bool)
     is_train[np.concatenate(held_out)] = False
-    train_sequence = i[is_train]  # still in (u, t, i) order
+    train_sequence = i[is_train]  # still oldest first within each user
     train_indices = train_sequence[np.lexsort((train_sequence, u[is_train]))]
     train_indptr = np.zeros(num_users + 1, dtype=np.int64)
     train_indptr[1:] = np.cumsum(np.bincount(u[is_train], minlength=num_users))
@@ -148,7 +208,7 @@ def build_interactions(
     # 5. negatives.
     test_rng, val_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(2))
     test_negatives = np.empty((num_users, num_negatives), dtype=np.int64)
-    val_negatives = np.empty((num_users, num_negatives), dtype=np.int64) if validation else None
+    val_negatives = np.empty((num_users, num_negatives), dtype=np.int64) if rules.validation else None
     starts = np.concatenate(([0], ends[:-1]))
     never = np.ones(num_items, dtype=bool)
     for user in range(num_users):
@@ -174,6 +234,7 @@ def build_interactions(
 
     return Interactions(
         name=name,
+        protocol=rules.name,
         num_users=num_users,
         num_items=num_items,
         train_indptr=train_indptr,

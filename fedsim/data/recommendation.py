@@ -50,12 +50,13 @@ def _random_timestamps(num_rows: int, seed: int) -> np.ndarray:
 
 
 def load_filmtrust(
-    data_dir: str | Path | None = None, *, validation: bool = True, num_negatives: int = 99, seed: int = 42
+    data_dir: str | Path | None = None, *, protocol: str = "clean", num_negatives: int = 99, seed: int = 42
 ) -> Interactions:
     """FilmTrust ("uid iid rating", no timestamps).
 
     Like the FedRecGEL authors, rows get random timestamps (seeded by `seed`), so the held-out items are a
-    random hold-out, not the latest ones, and they change with the seed. The 3 duplicated pairs are merged.
+    random hold-out, not the latest ones, and they change with the seed. The file has 3 duplicated pairs: the
+    "clean" protocol merges them, the authors' ("fedrecgel") keeps them.
     """
     rows = read_rows(locate(FILMTRUST_RATINGS, data_dir), " ", 3)
     users, items, _ = zip(*rows)
@@ -64,14 +65,14 @@ def load_filmtrust(
         np.array(users, dtype=np.int64),
         np.array(items, dtype=np.int64),
         _random_timestamps(len(rows), seed),
-        validation=validation,
+        protocol=protocol,
         num_negatives=num_negatives,
         seed=seed,
     )
 
 
 def load_amazon_video(
-    data_dir: str | Path | None = None, *, validation: bool = True, num_negatives: int = 99, seed: int = 42
+    data_dir: str | Path | None = None, *, protocol: str = "clean", num_negatives: int = 99, seed: int = 42
 ) -> Interactions:
     """Amazon-Video, the PFedRec (IJCAI-23) subset: "reviewerID,asin,rating,unix_time"; real timestamps."""
     rows = read_rows(locate(AMAZON_VIDEO_RATINGS, data_dir), ",", 4)
@@ -81,14 +82,14 @@ def load_amazon_video(
         np.array(users),
         np.array(items),
         np.array(times, dtype=np.int64),
-        validation=validation,
+        protocol=protocol,
         num_negatives=num_negatives,
         seed=seed,
     )
 
 
 def load_lastfm_2k(
-    data_dir: str | Path | None = None, *, validation: bool = True, num_negatives: int = 99, seed: int = 42
+    data_dir: str | Path | None = None, *, protocol: str = "clean", num_negatives: int = 99, seed: int = 42
 ) -> Interactions:
     """HetRec Last.fm-2K user_artists.dat ("userID artistID weight", tab-separated, header).
 
@@ -107,14 +108,14 @@ def load_lastfm_2k(
         np.array(users, dtype=np.int64),
         np.array(items, dtype=np.int64),
         _random_timestamps(len(users), seed),
-        validation=validation,
+        protocol=protocol,
         num_negatives=num_negatives,
         seed=seed,
     )
 
 
 def load_movielens_100k(
-    data_dir: str | Path | None = None, *, validation: bool = True, num_negatives: int = 99, seed: int = 42
+    data_dir: str | Path | None = None, *, protocol: str = "clean", num_negatives: int = 99, seed: int = 42
 ) -> Interactions:
     """MovieLens-100K u.data ("user item rating timestamp", tab-separated) with u.user demographics.
 
@@ -141,7 +142,7 @@ def load_movielens_100k(
         np.array(users, dtype=np.int64),
         np.array(items, dtype=np.int64),
         np.array(times, dtype=np.int64),
-        validation=validation,
+        protocol=protocol,
         num_negatives=num_negatives,
         seed=seed,
         user_attributes=attributes,

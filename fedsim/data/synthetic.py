@@ -53,7 +53,7 @@ def make_synthetic_interactions(
     dim: int = 8,
     mean_interactions: int = 20,
     seed: int = 0,
-    validation: bool = True,
+    protocol: str = "clean",
     num_negatives: int = 99,
 ) -> Interactions:
     """Latent-factor implicit feedback with long-tailed popularity and inferable user attributes.
@@ -71,7 +71,7 @@ def make_synthetic_interactions(
         draw.users,
         draw.items,
         draw.timestamps,
-        validation=validation,
+        protocol=protocol,
         num_negatives=num_negatives,
         seed=seed,
         user_attributes={"gender": dict(enumerate(draw.gender)), "age_group": dict(enumerate(draw.age_group))},

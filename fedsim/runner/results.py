@@ -92,6 +92,7 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
         "privacy": budget(spec, last.get("privacy_releases", 0)),
         "final": _metrics_only(final),
         "best_test": _best(evaluated, headline),
+        "last10_test": _mean_of_last(evaluated, LAST_ROUNDS),
         "best_val": _best([r for r in evaluated if f"val_{headline}" in r], f"val_{headline}"),
         # Full ranking may be computed at fewer rounds (eval_full_every): the clean protocol
         # selects among those, on the validation item's full-ranking metric.
@@ -108,6 +109,28 @@ _BOOKKEEPING = {"round", "failures", "rejected", "skipped", "bytes_up", "bytes_d
 
 def _metrics_only(record: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in record.items() if k not in _BOOKKEEPING}
+
+
+# The mean over the last evaluated rounds, beside the best-on-test round: where a curve is flat,
+# the metric at the first best-HR round swings between seeds (NDCG on FilmTrust).
+LAST_ROUNDS = 10
+
+
+def _mean_of_last(records: list[dict[str, Any]], count: int) -> dict[str, Any] | None:
+    """Every metric averaged over the last `count` evaluated rounds after round 0 (metrics
+    that some of those rounds lack, e.g. full ranking at eval_full_every, over the rounds that
+    have them)."""
+    last = [r for r in records if r["round"] > 0][-count:]
+    if not last:
+        return None
+    names = {name for r in last for name, v in _metrics_only(r).items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)}
+    means = {}
+    for name in sorted(names):
+        values = [r[name] for r in last if name in r and not math.isnan(r[name])]
+        means[name] = sum(values) / len(values) if values else float("nan")
+    return {"rounds": [last[0]["round"], last[-1]["round"]],
+            "selected_on": f"mean over the last {len(last)} evaluated rounds", "metrics": means}
 
 
 def _best(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
