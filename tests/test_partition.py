@@ -11,6 +11,7 @@ from scipy.stats import spearmanr
 from fedsim.partition import (
     PARTITIONERS,
     dirichlet,
+    dirichlet_capped,
     hetero,
     iid,
     make_partition,
@@ -215,13 +216,21 @@ def test_make_partition_dispatches():
         ),
         hetero(column, labels, 4, seed=7, high=0.9),
     )
-    assert set(PARTITIONERS) == {"single", "iid", "natural", "dirichlet", "hetero"}
+    assert_same(
+        make_partition("dirichlet_capped", num_rows=n, num_clients=4, seed=7, column=column,
+                       alpha=0.3, min_per_value=5),
+        dirichlet_capped(column, 4, alpha=0.3, seed=7, min_per_value=5),
+    )
+    assert set(PARTITIONERS) == {"single", "iid", "natural", "dirichlet", "dirichlet_capped",
+                                 "hetero"}
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"name": "powerlaw"}, r"unknown; known: \['dirichlet', 'hetero', 'iid', 'natural', 'sing"),
+        ({"name": "powerlaw"},
+         r"unknown; known: \['dirichlet', 'dirichlet_capped', 'hetero', 'iid', 'natural', 'sing"),
+        ({"name": "dirichlet_capped"}, r"'dirichlet_capped' needs column="),
         ({"name": "single", "num_clients": 2}, "num_clients=2 is invalid for 'single'"),
         ({"name": "natural"}, r"'natural' needs ids="),
         ({"name": "dirichlet"}, r"'dirichlet' needs column= \(the label or sensitive attribute"),
@@ -232,3 +241,93 @@ def test_make_partition_dispatches():
 def test_make_partition_errors(kwargs, message):
     with pytest.raises(ValueError, match=message):
         make_partition(**{"num_rows": 10, "num_clients": 2, "seed": 0, **kwargs})
+
+
+# --- dirichlet_capped: LoGoFair's sampler ----------------------------------------------------
+
+
+def authors_sampler(targets, num_users, alpha, least_samples, random):
+    """liizhang/LoGofair fedlearn/utils/sampling.py ``dirichlet``, copied statement for statement,
+    with ``np.random`` replaced by `random` (a seeded generator) and ``min_size_set`` sized for
+    any number of values (the original's ``[0, 0]`` allows two). Returns the index lists."""
+    label_num = len(np.unique(targets))
+    min_size_set = [0] * label_num
+    min_size = 0
+    targets_numpy = np.array(targets, dtype=np.int32)
+    data_idx_for_each_label = [np.where(targets_numpy == i)[0] for i in range(label_num)]
+    while min_size < least_samples:
+        data_indices = [[] for _ in range(num_users)]
+        for k in range(label_num):
+            random.shuffle(data_idx_for_each_label[k])
+            distrib = random.dirichlet(np.repeat(alpha * 2, num_users))
+            distrib = np.array([p * (len(idx_j) < len(targets_numpy) / num_users)
+                                for p, idx_j in zip(distrib, data_indices)])
+            distrib = distrib / distrib.sum()
+            distrib_cumsum = (np.cumsum(distrib)
+                              * len(data_idx_for_each_label[k])).astype(int)[:-1]
+            data_indices = [np.concatenate((idx_j, idx.tolist())).astype(np.int64)
+                            for idx_j, idx in zip(data_indices,
+                                                  np.split(data_idx_for_each_label[k],
+                                                           distrib_cumsum))]
+            min_size_set[k] = min(len(np.intersect1d(idx_j, data_idx_for_each_label[k]))
+                                  for idx_j in data_indices)
+        min_size = min(min_size_set)
+    return data_indices
+
+
+@given(seed=seeds, num_values=st.integers(2, 3), num_clients=st.integers(2, 6),
+       their_alpha=st.sampled_from([0.5, 1.0, 5.0]))
+@settings(deadline=None, max_examples=25)
+def test_dirichlet_capped_is_the_authors_sampler(seed, num_values, num_clients, their_alpha):
+    """Same generator, same draws: the authors' code (their alpha doubled inside) and ours (the
+    concentration given as is) cut the same rows for the same clients, redraws included."""
+    column = np.random.default_rng(seed).integers(0, num_values, 400)
+    theirs = authors_sampler(column, num_clients, their_alpha, 5, np.random.default_rng(seed))
+    ours = dirichlet_capped(column, num_clients, alpha=2 * their_alpha, seed=seed,
+                            min_per_value=5)
+    assert_same(ours, [np.sort(indices) for indices in theirs])
+
+
+def test_dirichlet_capped_golden():
+    """48 rows (30 of value 0, 18 of value 1), 3 clients, seed 0: the cap is 48 / 3 = 16 rows."""
+    column = np.array([0] * 30 + [1] * 18)
+    parts = dirichlet_capped(column, 3, alpha=1.0, seed=0, min_per_value=3)
+    held = np.array([np.bincount(column[part], minlength=2) for part in parts])
+    np.testing.assert_array_equal(held, [[12, 7], [7, 3], [11, 8]])
+    assert held.min() >= 3  # the per-value minimum
+    assert held[:, 0].max() < 16  # under the cap before value 1, else a client gets none of it
+    assert_partition(parts, column.size)
+
+
+@given(data=st.data(), num_rows=st.integers(60, 400), num_values=st.integers(1, 3),
+       alpha=st.sampled_from([0.3, 1.0, 10.0]), seed=seeds)
+@settings(deadline=None)
+def test_dirichlet_capped_properties(data, num_rows, num_values, alpha, seed):
+    column = np.random.default_rng(seed).integers(0, num_values, num_rows)
+    assume(len(np.unique(column)) == num_values)
+    num_clients = data.draw(st.integers(1, 5))
+    min_per_value = data.draw(st.integers(0, np.bincount(column).min() // num_clients))
+    settings_ = {"alpha": alpha, "seed": seed, "min_per_value": min_per_value, "max_tries": 50}
+    try:
+        parts = dirichlet_capped(column, num_clients, **settings_)
+    except ValueError as error:
+        assert "cannot be met" in str(error)
+        return
+    assert_partition(parts, num_rows)
+    assert len(parts) == num_clients
+    held = np.array([np.bincount(column[part], minlength=num_values) for part in parts])
+    assert held.min() >= min_per_value
+    # The soft cap: a client holding >= n / N rows of the earlier values gets none of the next.
+    before = np.cumsum(held, axis=1) - held
+    assert np.all(held[before >= num_rows / num_clients] == 0)
+    assert_same(parts, dirichlet_capped(column, num_clients, **settings_))
+
+
+def test_dirichlet_capped_errors():
+    with pytest.raises(ValueError, match="min_per_value=6 is invalid"):
+        dirichlet_capped(np.array([0] * 20 + [1] * 10), 2, alpha=1.0, seed=0, min_per_value=6)
+    with pytest.raises(ValueError, match="min_per_value=5 cannot be met"):
+        dirichlet_capped(np.array([0] * 20 + [1] * 10), 2, alpha=1e-3, seed=0, min_per_value=5,
+                         max_tries=5)
+    with pytest.raises(ValueError, match="alpha=0 is invalid"):
+        dirichlet_capped(np.zeros(10), 2, alpha=0, seed=0)

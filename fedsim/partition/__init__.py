@@ -2,6 +2,7 @@
 
 from fedsim.partition.partitioners import (
     dirichlet,
+    dirichlet_capped,
     dirichlet_proportions,
     hetero,
     iid,
@@ -13,6 +14,7 @@ from fedsim.partition.registry import PARTITIONERS, make_partition
 __all__ = [
     "PARTITIONERS",
     "dirichlet",
+    "dirichlet_capped",
     "dirichlet_proportions",
     "hetero",
     "iid",

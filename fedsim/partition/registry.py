@@ -11,7 +11,14 @@ from typing import Callable
 
 import numpy as np
 
-from fedsim.partition.partitioners import dirichlet, hetero, iid, natural_id, single
+from fedsim.partition.partitioners import (
+    dirichlet,
+    dirichlet_capped,
+    hetero,
+    iid,
+    natural_id,
+    single,
+)
 
 __all__ = ["PARTITIONERS", "make_partition"]
 
@@ -20,6 +27,7 @@ PARTITIONERS: dict[str, Callable[..., list[np.ndarray]]] = {
     "iid": iid,
     "natural": natural_id,
     "dirichlet": dirichlet,
+    "dirichlet_capped": dirichlet_capped,
     "hetero": hetero,
 }
 
@@ -55,6 +63,7 @@ def make_partition(
     labels: np.ndarray | None = None,
     alpha: float = 0.5,
     min_size: int = 1,
+    min_per_value: int = 20,
     ids_per_client: int = 1,
     low: float = 0.2,
     high: float = 0.8,
@@ -66,6 +75,7 @@ def make_partition(
     - "natural": needs ``ids``; ``num_clients`` is ignored because the ids decide it
       (``ceil(#distinct ids / ids_per_client)``).
     - "dirichlet": needs ``column`` (label or sensitive attribute); uses ``alpha``, ``min_size``.
+    - "dirichlet_capped": needs ``column``; uses ``alpha``, ``min_per_value``.
     - "hetero": needs ``column`` (the sensitive attribute) and ``labels``; uses ``low``, ``high``.
     """
     if name not in PARTITIONERS:
@@ -87,6 +97,14 @@ def make_partition(
             alpha=alpha,
             seed=seed,
             min_size=min_size,
+        )
+    if name == "dirichlet_capped":
+        return dirichlet_capped(
+            _require(name, "column", column, num_rows),
+            num_clients,
+            alpha=alpha,
+            seed=seed,
+            min_per_value=min_per_value,
         )
     return hetero(
         _require(name, "column", column, num_rows),
