@@ -7,7 +7,10 @@ upload their weights; the server takes the example-weighted mean.
 Evaluation: every client evaluates the global model on its own test rows and replies with its
 confusion counts per sensitive group (ArrayRecord "arrays", key "confusion", shape
 [groups, classes, classes]); pooled counts give accuracy and the global fairness gaps, per-client
-counts the local ones (max and mean over clients), see :mod:`fedsim.metrics.fairness`.
+counts the local ones (max and mean over clients), see :mod:`fedsim.metrics.fairness`. Beside
+every gap goes its noise floor ("<gap>_floor", e.g. "dp_local_max_floor"): the value an exactly
+fair classifier with the same prediction rates would measure on the same test rows
+(:func:`fedsim.metrics.fairness.noise_floors`).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
-from fedsim.metrics import global_and_local
+from fedsim.metrics import global_and_local, noise_floors
 from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy
 
@@ -78,4 +81,4 @@ class FedAvg(PartitionedStrategy):
     def evaluation_metrics(self, replies: list[ClientReply]) -> dict[str, float]:
         # A client without test rows has no local gaps; it is left out of the local max/mean.
         counts = [c.arrays["confusion"] for c in replies if c.arrays["confusion"].sum() > 0]
-        return global_and_local(counts)
+        return {**global_and_local(counts), **noise_floors(counts)}

@@ -1,4 +1,5 @@
-"""Fairness metrics: a hand-computed example, fairlearn cross-checks, exact pooling of counts."""
+"""Fairness metrics: a hand-computed example, fairlearn cross-checks, exact pooling of counts,
+noise floors against exact binomial expectations."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from fairlearn.metrics import (
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from fedsim.metrics import GAP_KEYS, confusion_counts, fairness_gaps, global_and_local
+from scipy.stats import binom
+
+from fedsim.metrics import (
+    GAP_KEYS,
+    confusion_counts,
+    expected_confusion_counts,
+    fairness_gaps,
+    global_and_local,
+    noise_floors,
+)
 
 # counts[a, i, j] = #(A=a, Y=i, Ŷ=j), binary.
 # group 0: Y=0 -> 5 predicted 0, 1 predicted 1; Y=1 -> 1 predicted 0, 3 predicted 1 (10 rows)
@@ -142,3 +152,81 @@ def test_multiclass_multigroup_sanity():
     by_group = gaps(sensitive)  # predicts the group: P(Ŷ=y|A=a) = 1[y=a], P(Ŷ=y) = 1/3
     assert by_group["dp"] == 1.0 and by_group["dp_pop"] == pytest.approx(2 / 3)
     assert by_group["eop"] == by_group["eo"] == 1.0
+
+
+# --- noise floors ----------------------------------------------------------------------------
+
+
+def _abs_gap_pmf(n0: int, n1: int, p: float) -> dict[float, float]:
+    """Exact distribution of |X0/n0 − X1/n1|, Xa ~ Binomial(na, p) independent."""
+    pmf: dict[float, float] = {}
+    for x0, p0 in enumerate(binom.pmf(np.arange(n0 + 1), n0, p)):
+        for x1, p1 in enumerate(binom.pmf(np.arange(n1 + 1), n1, p)):
+            gap = round(abs(x0 / n0 - x1 / n1), 12)
+            pmf[gap] = pmf.get(gap, 0.0) + p0 * p1
+    return pmf
+
+
+def _mean(pmf: dict[float, float]) -> float:
+    return sum(value * mass for value, mass in pmf.items())
+
+
+def _mean_of_max(pmfs: list[dict[float, float]]) -> float:
+    """E[max_k G_k] of independent G_k from their pmfs, via P(max <= t) = Π_k P(G_k <= t)."""
+    support = sorted(set().union(*pmfs))
+    cdfs = [np.cumsum([pmf.get(t, 0.0) for t in support]) for pmf in pmfs]
+    below = np.prod(cdfs, axis=0)
+    return float(np.dot(support, np.diff(below, prepend=0.0)))
+
+
+def test_noise_floors_match_exact_binomial_expectations():
+    """Two clients, two groups, binary labels, small cells: the exact expected gaps of the fair
+    classifiers (DP: independent Bernoulli(p) predictions with the pooled rate; EOP: rate q_y
+    per label y) from binomial enumeration, against the simulation."""
+    # counts[k][a] = [[#(Y=0,Ŷ=0), #(Y=0,Ŷ=1)], [#(Y=1,Ŷ=0), #(Y=1,Ŷ=1)]]
+    counts = np.array([[[[6, 2], [1, 3]], [[3, 1], [2, 2]]],
+                       [[[5, 0], [2, 4]], [[9, 3], [1, 1]]]])
+    floors = noise_floors(list(counts), draws=40_000, seed=3)
+    rows = counts.sum(axis=3)  # [k, a, y]
+    p = counts[..., 1].sum() / counts.sum()  # pooled P(Ŷ=1) = 16 / 45
+    group_rows = rows.sum(axis=2)  # [k, a]
+    pooled_groups = group_rows.sum(axis=0)
+    local = [_abs_gap_pmf(*group_rows[k], p) for k in range(2)]
+    expected = {"dp_global": _mean(_abs_gap_pmf(*pooled_groups, p)),
+                "dp_local_max": _mean_of_max(local),
+                "dp_local_mean": np.mean([_mean(pmf) for pmf in local])}
+    # EOP (max over both classes of the TPR gap): class y's TPR moves with rate q_y on the
+    # Y=y rows; for the global gap the two classes' gaps are independent, so E[max] is exact.
+    pooled = counts.sum(axis=(0, 1))
+    hit_rate = np.diag(pooled) / pooled.sum(axis=1)  # q_y = P(Ŷ=y | Y=y)
+    by_class = [_abs_gap_pmf(*rows.sum(axis=0)[:, y], hit_rate[y]) for y in range(2)]
+    expected["eop_global"] = _mean_of_max(by_class)
+    for key, value in expected.items():
+        assert floors[f"{key}_floor"] == pytest.approx(value, abs=0.004), key
+    assert expected["dp_local_max"] > expected["dp_global"] + 0.1  # small cells, large floor
+
+
+def test_noise_floors_are_deterministic_and_follow_the_prediction_rates():
+    rng = np.random.default_rng(0)
+    counts = [rng.integers(0, 40, (2, 2, 2)) for _ in range(4)]
+    assert noise_floors(counts) == noise_floors(counts)
+    assert set(noise_floors(counts)) == {f"{key}_{where}_floor" for key in GAP_KEYS
+                                         for where in ("global", "local_max", "local_mean")}
+    # A classifier predicting one class for everyone: every fair draw does too, no noise.
+    constant = [np.stack([c.sum(axis=2), np.zeros((2, 2), int)], axis=2) for c in counts]
+    assert all(value == 0.0 for value in noise_floors(constant).values())
+    # An empty client is left out of the local max and mean, as in the reported gaps.
+    with_empty = [*counts, np.zeros((2, 2, 2), int)]
+    assert noise_floors(with_empty) == noise_floors(counts)
+
+
+def test_expected_confusion_counts_of_one_hot_probabilities_are_the_counts():
+    rng = np.random.default_rng(1)
+    y, s, y_pred = rng.integers(0, 3, 200), rng.integers(0, 2, 200), rng.integers(0, 3, 200)
+    np.testing.assert_array_equal(
+        expected_confusion_counts(y, np.eye(3)[y_pred], s, 3, 2),
+        confusion_counts(y, y_pred, s, 3, 2))
+    soft = rng.dirichlet(np.ones(3), 200)
+    expected = expected_confusion_counts(y, soft, s, 3, 2)
+    assert expected.sum() == pytest.approx(200)
+    assert expected[1, 2].sum() == pytest.approx(soft[(s == 1) & (y == 2)].sum())

@@ -57,3 +57,15 @@ def test_last_rounds_mean_leaves_out_round_zero_and_missing_values():
     short = build_summary(SPEC, HISTORY, "hr@10", 7, 1.0)["last10_test"]
     assert short["rounds"] == [1, 3] and math.isclose(short["metrics"]["hr@10"], (0.3 + 0.6 + 0.5) / 3)
     assert math.isclose(short["metrics"]["val_hr@10"], 0.45)  # the NaN of round 3 left out
+
+
+def test_noise_floor_pairs_each_final_gap_with_its_floor():
+    spec = resolve({"dataset": "adult", "method": "fedavg", "model": "logreg",
+                    "partitioner": "iid", "num_clients": 2})
+    history = [{"round": 0, "accuracy": 0.7, "dp_global": 0.2, "dp_global_floor": 0.01},
+               {"round": 1, "accuracy": 0.8, "dp_global": 0.05, "dp_global_floor": 0.02,
+                "dp_local_max": 0.3, "dp_local_max_floor": 0.25}]
+    summary = build_summary(spec, history, "accuracy", num_clients=2, wall_seconds=1.0)
+    assert summary["noise_floor"] == {"dp_global": {"value": 0.05, "floor": 0.02},
+                                      "dp_local_max": {"value": 0.3, "floor": 0.25}}
+    assert build_summary(SPEC, HISTORY, "hr@10", 7, 1.0)["noise_floor"] is None

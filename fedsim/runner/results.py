@@ -91,6 +91,9 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
         "rejected": sum(r.get("rejected", 0) for r in history),
         "privacy": budget(spec, last.get("privacy_releases", 0)),
         "final": _metrics_only(final),
+        # Classification: each gap of the final round beside the gap an exactly fair classifier
+        # would measure on the same test rows (fedsim/metrics/fairness.py noise_floors).
+        "noise_floor": _noise_floor(final),
         "best_test": _best(evaluated, headline),
         "last10_test": _mean_of_last(evaluated, LAST_ROUNDS),
         "best_val": _best([r for r in evaluated if f"val_{headline}" in r], f"val_{headline}"),
@@ -131,6 +134,13 @@ def _mean_of_last(records: list[dict[str, Any]], count: int) -> dict[str, Any] |
         means[name] = sum(values) / len(values) if values else float("nan")
     return {"rounds": [last[0]["round"], last[-1]["round"]],
             "selected_on": f"mean over the last {len(last)} evaluated rounds", "metrics": means}
+
+
+def _noise_floor(record: Mapping[str, Any]) -> dict[str, dict[str, float]] | None:
+    """{gap: {"value", "floor"}} for every "<gap>_floor" metric of `record`; None if it has none."""
+    floors = {k[:-len("_floor")]: v for k, v in record.items() if k.endswith("_floor")}
+    return {gap: {"value": record.get(gap), "floor": floor}
+            for gap, floor in floors.items()} or None
 
 
 def _best(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
