@@ -58,7 +58,8 @@ def _common(spec: Mapping[str, Any], federation: Federation,
             "max_reply_bytes": int(spec["max_reply_mb"] * 2**20),
             "message_config": {"spec": json.dumps(dict(spec)), "run-id": runtime["run_id"]},
             "on_round": runtime.get("on_round"),
-            "accountant": ClientAccountant.from_spec(spec, federation.num_clients)}
+            "accountant": ClientAccountant.from_spec(spec, federation.num_clients),
+            "node_sums": spec["node_sums"]}
 
 
 def _fedfact(spec: Mapping[str, Any]) -> dict[str, Any]:

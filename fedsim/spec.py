@@ -107,6 +107,11 @@ SCHEMA: dict[str, Key] = {
                   "message in one vectorised pass (same per-client math, float-tolerance equal "
                   "to one by one). false = one client at a time (bit-reproducible across node "
                   "layouts)."),
+    "node_sums": Key(True, "Node-level partial aggregation: where the method aggregates a phase "
+                     "as a sum (FedAvg, FedNCF, FedMF, FedRecGEL training; the recommenders' "
+                     "evaluation), each node checks its clients' replies and sends one sum of "
+                     "the valid ones (fedsim/node_sums.py); equal to per-client replies to float "
+                     "tolerance. false = one reply per client."),
     "eval_every": Key(1, "Evaluate every this many rounds (the last round is always evaluated).",
                       low=1, high=100_000),
     "eval_full_every": Key(1, "Recommendation: compute the full-ranking metrics at every this "

@@ -19,19 +19,26 @@ experiments need:
   send a malformed update (non-finite values, wrong shapes, item ids out of range, more than
   ``max_reply_bytes``) are left out and counted; a training round whose valid replies fall below
   ``min_replies`` (a fraction of the clients asked) does not count: the model stays as it was;
-- accounting: bytes of array payload each way as the clients would see it (arrays shared by
-  the clients of a node count once per client), for training (every message of the round
-  before evaluation) and for evaluation apart; ``ray_nodes``, the number of distinct Ray nodes
-  whose actors served the round's replies (0 outside Ray), shows whether a multi-node cluster
-  is used; it is read from the replies' "runtime" record and never enters the math; with an
-  ``accountant`` (client-side DP, :mod:`fedsim.privacy`), one DP release per client asked to
-  train and the budget spent so far ("privacy_epsilon" and "privacy_releases" in every round's
-  record);
+- node sums: where a subclass declares a phase's aggregation a sum (:meth:`sum_rule`), each
+  node checks its clients' replies and sends their sum (:mod:`fedsim.node_sums`); the replies
+  the strategy collects are then sums of several clients (:class:`fedsim.node_sums.Sum`), which
+  it validates as a whole (:meth:`sum_shapes`) and adds in partition order;
+- accounting: bytes of array payload each way as the clients would see it (arrays shared by the
+  clients of a node count once per client; a node's sum counts what its clients uploaded), for
+  training (every message of the round before evaluation) and for evaluation apart: the
+  *logical* traffic of a deployment; and the *physical* bytes the simulation moved (a shared
+  array once per message, a node's sum once, packing indices included); ``ray_nodes``, the
+  number of distinct Ray nodes whose actors served the round's replies (0 outside Ray), shows
+  whether a multi-node cluster is used; it is read from the replies' "runtime" record and never
+  enters the math; with an ``accountant`` (client-side DP, :mod:`fedsim.privacy`), one DP
+  release per client asked to train and the budget spent so far ("privacy_epsilon" and
+  "privacy_releases" in every round's record);
 - history: one record per round (train and evaluation metrics, bytes, failures, rejections,
   seconds), handed to an optional ``on_round`` callback as soon as the round ends.
 
 A subclass writes ``configure_train``/``aggregate_train`` (with :meth:`instructions` and
-:meth:`collect`), two evaluation hooks, ``evaluate_shared`` (the arrays every client receives)
+:meth:`collect`), may declare summed phases (:meth:`sum_rule`, :meth:`sum_shapes`), two
+evaluation hooks, ``evaluate_shared`` (the arrays every client receives)
 and ``evaluation_metrics`` (client replies -> metrics), and may add ``check_reply`` (its own
 shape rules) and extend ``state_dict``/``load_state_dict`` (its server state). Every message
 carries ``message_config`` (plain scalars) in its "config" record; fedsim's runner puts the
@@ -40,6 +47,7 @@ experiment spec there so stateless clients can rebuild their data.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -52,6 +60,7 @@ from flwr.common.logger import log
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Result, Strategy
 
+from fedsim.node_sums import Sum, SumRule, is_sum, read_sum, reply_problem
 from fedsim.privacy import ClientAccountant
 from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, INDEX, PARTITIONS, SHARED, ClientReply,
                              pack_arrays, ray_node, read_reply)
@@ -91,6 +100,9 @@ class PartitionedStrategy(Strategy):
     accountant : ClientAccountant, optional
         Counts the clients' DP releases (one per client asked to train) and reports the privacy
         budget in every round's record; the clients must apply the matching mechanism.
+    node_sums : bool (default: True)
+        Ask nodes for one checked sum of their clients' replies in the phases a subclass
+        declares summed (:meth:`sum_rule`); False = one reply per client in every phase.
     """
 
     def __init__(self, *, num_partitions: int, num_nodes: int | None = None,
@@ -100,7 +112,7 @@ class PartitionedStrategy(Strategy):
                  on_checkpoint: Callable[[int, ArrayRecord], None] | None = None,
                  round_timeout: float = 3600.0, min_replies: float = 0.0,
                  max_reply_bytes: int = 64 << 20, node_wait_timeout: float = 600.0,
-                 accountant: ClientAccountant | None = None):
+                 accountant: ClientAccountant | None = None, node_sums: bool = True):
         if num_partitions < 1:
             raise ValueError(f"num_partitions = {num_partitions}: expected >= 1")
         if not 0.0 < fraction_train <= 1.0:
@@ -120,11 +132,14 @@ class PartitionedStrategy(Strategy):
         self.max_reply_bytes = max_reply_bytes
         self.node_wait_timeout = node_wait_timeout
         self.accountant = accountant
+        self.node_sums = node_sums
         self.partition_to_node: dict[int, int] = {}
         self.num_rounds = 0
         self.history: list[dict[str, Any]] = []
-        self.bytes = {"up": 0, "down": 0, "eval_up": 0, "eval_down": 0}
+        self.bytes = {"up": 0, "down": 0, "eval_up": 0, "eval_down": 0}  # logical
+        self.physical_bytes = dict.fromkeys(self.bytes, 0)  # what the simulation moved
         self._phase = ""  # message type of the last instructions
+        self._rule: SumRule | None = None  # how nodes sum their replies to it, if they do
         self._addressed: dict[int, list[int]] = {}  # node -> partitions of its last instruction
         self._round: dict[str, Any] = {}
         self._ray_nodes: set[str] = set()  # Ray nodes that served this round's replies
@@ -143,10 +158,23 @@ class PartitionedStrategy(Strategy):
         """Why a client's reply to the current phase is malformed, or None if it is fine."""
         return None
 
+    def sum_rule(self, message_type: str) -> SumRule | None:
+        """How nodes sum their clients' replies to `message_type` when this strategy's
+        aggregation of it is a (weighted) sum, or None (default): per-client replies, for
+        strategies that need each client's reply (per-client weights, robust aggregation,
+        audits). Its ``max_bytes`` is replaced by ``max_reply_bytes``."""
+        return None
+
+    def sum_shapes(self, message_type: str) -> dict[str, tuple[int, ...]]:
+        """Shapes the server expects of a node's sum (:meth:`SumRule.sum_problem`): each
+        dense array's, and each row array's full table."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Server state a checkpoint needs (subclasses add theirs); node ids are not kept:
         a resumed run discovers its nodes anew."""
-        state = {"history": [dict(r) for r in self.history], "bytes": dict(self.bytes)}
+        state = {"history": [dict(r) for r in self.history], "bytes": dict(self.bytes),
+                 "physical_bytes": dict(self.physical_bytes)}
         if self.accountant is not None:
             state["accountant"] = self.accountant.state_dict()
         return state
@@ -154,6 +182,7 @@ class PartitionedStrategy(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history = [dict(r) for r in state["history"]]
         self.bytes = dict(state["bytes"])
+        self.physical_bytes = dict(state.get("physical_bytes", dict.fromkeys(self.bytes, 0)))
         if self.accountant is not None:
             self.accountant.load_state_dict(state["accountant"])
 
@@ -198,17 +227,24 @@ class PartitionedStrategy(Strategy):
         shared_bytes = payload_bytes(shared) if shared is not None else 0
         direction = "eval_down" if message_type == MessageType.EVALUATE else "down"
         self._phase, self._addressed = (message_type if by_node else ""), by_node
+        rule = self.sum_rule(message_type) if self.node_sums else None
+        self._rule = rule and dataclasses.replace(rule, max_bytes=self.max_reply_bytes)
+        summing = self._rule.to_config() if self._rule is not None else {}
         if message_type == MessageType.TRAIN and self.accountant is not None:
             self.accountant.record(p for addressed in by_node.values() for p in addressed)
         messages = []
         for node, addressed in by_node.items():
             records: dict[str, Any] = {CONFIG: ConfigRecord({
-                "server-round": server_round, PARTITIONS: addressed, **self.message_config})}
+                "server-round": server_round, PARTITIONS: addressed, **summing,
+                **self.message_config})}
             if shared is not None:
                 records[SHARED] = shared
+                self.physical_bytes[direction] += shared_bytes
             if per_client is not None:
                 records[CLIENT_ARRAYS] = pack_arrays({p: per_client[p] for p in addressed})
                 self.bytes[direction] += payload_bytes(records[CLIENT_ARRAYS])
+                self.physical_bytes[direction] += payload_bytes(records[CLIENT_ARRAYS],
+                                                                physical=True)
             self.bytes[direction] += shared_bytes * len(addressed)
             messages.append(Message(RecordDict(records), dst_node_id=node,
                                     message_type=message_type))
@@ -219,27 +255,33 @@ class PartitionedStrategy(Strategy):
         messages = list(messages)
         return list(grid.send_and_receive(messages, timeout=self.round_timeout)) if messages else []
 
-    def collect(self, replies: Iterable[Message]) -> list[ClientReply]:
-        """Valid per-client replies to the last instructions, in partition order.
+    def collect(self, replies: Iterable[Message]) -> list[ClientReply | Sum]:
+        """Valid replies to the last instructions, in partition order: per-client replies, or
+        in a summed phase (:meth:`sum_rule`) the nodes' sums of their valid clients.
 
         Clients that failed, did not reply in time or sent a malformed reply are counted
-        ("failures", "rejected") and left out; for training, fewer valid replies than
-        ``min_replies`` of the clients asked returns none (the round does not count).
+        ("failures", "rejected") and left out, as are all the clients of a malformed sum; for
+        training, fewer valid clients than ``min_replies`` of the clients asked returns none
+        (the round does not count).
         """
         if not self._phase:  # nothing outstanding: the phase's instructions were empty
             return []
-        clients: list[ClientReply] = []
+        clients: list[ClientReply | Sum] = []
         replied: set[int] = set()
-        evaluation = self._phase == MessageType.EVALUATE
+        direction = "eval_up" if self._phase == MessageType.EVALUATE else "up"
         for reply in replies:
             node = reply.metadata.src_node_id
             replied.add(node)
             if reply.has_error():
                 self._count("failures", self._addressed.get(node, []), reply.error.reason)
                 continue
-            self.bytes["eval_up" if evaluation else "up"] += payload_bytes(reply.content)
+            self.physical_bytes[direction] += payload_bytes(reply.content, physical=True)
             if (served_by := ray_node(reply.content)) is not None:
                 self._ray_nodes.add(served_by)
+            if self._rule is not None and is_sum(reply.content):
+                clients += self._collect_sum(node, reply.content, direction)
+                continue
+            self.bytes[direction] += payload_bytes(reply.content)
             try:
                 valid, errors = read_reply(reply.content)
             except (KeyError, ValueError) as malformed:  # not fedsim's reply layout
@@ -258,23 +300,41 @@ class PartitionedStrategy(Strategy):
                         f"no reply within round_timeout = {self.round_timeout} s")
         asked = sum(len(p) for p in self._addressed.values())
         phase, self._phase = self._phase, ""
-        if phase == MessageType.TRAIN and len(clients) < math.ceil(self.min_replies * asked):
+        valid = sum(c.count if isinstance(c, Sum) else 1 for c in clients)
+        if phase == MessageType.TRAIN and valid < math.ceil(self.min_replies * asked):
             log(WARNING, "only %d of %d clients replied validly (min_replies = %s): the round "
-                "does not count", len(clients), asked, self.min_replies)
+                "does not count", valid, asked, self.min_replies)
             self._round["skipped"] = 1
             return []
-        return sorted(clients, key=lambda c: c.partition)
+        return sorted(clients, key=first_partition)
+
+    def _collect_sum(self, node: int, content: RecordDict, direction: str) -> list[Sum]:
+        """A node's sum, checked as a whole; its failed and rejected clients counted."""
+        addressed = self._addressed.get(node, [])
+        try:
+            total, errors, rejected, uploaded = read_sum(self._rule, content)
+        except (KeyError, ValueError, TypeError) as malformed:  # not the summed layout
+            self._count("failures", addressed, f"sum reply: {malformed!r}")
+            return []
+        self.bytes[direction] += uploaded
+        for kind, partitions in (("failures", errors), ("rejected", rejected)):
+            for partition, reason in partitions.items():
+                self._count(kind, [partition], reason)
+        if total is None:
+            return []
+        summed = set(total.partitions)
+        problem = (f"the sum covers clients {sorted(summed - set(addressed))[:5]} not asked or "
+                   "reported failed" if len(summed) != total.count or not summed <= (
+                       set(addressed) - set(errors) - set(rejected))
+                   else self._rule.sum_problem(total, self.sum_shapes(self._phase)))
+        if problem is not None:
+            self._count("rejected", total.partitions, f"node sum: {problem}")
+            return []
+        return [total]
 
     def _problem(self, reply: ClientReply) -> str | None:
-        size = sum(a.nbytes for a in reply.arrays.values())
-        if size > self.max_reply_bytes:
-            return f"{size} bytes of arrays, more than max_reply_bytes = {self.max_reply_bytes}"
-        for name, array in reply.arrays.items():
-            if array.dtype.kind == "f" and not np.isfinite(array).all():
-                return f"array {name!r} holds non-finite values"
-        if any(not math.isfinite(v) for v in reply.metrics.values()):
-            return "a metric is not finite"
-        return self.check_reply(reply)
+        return (reply_problem(reply.arrays, reply.metrics, self.max_reply_bytes)
+                or self.check_reply(reply))
 
     def _count(self, kind: str, partitions: list[int], reason: str) -> None:
         self._round[kind] = self._round.get(kind, 0) + len(partitions)
@@ -344,6 +404,7 @@ class PartitionedStrategy(Strategy):
                   "failures": self._round.get("failures", 0),
                   "rejected": self._round.get("rejected", 0),
                   **{f"bytes_{k}": v for k, v in self.bytes.items()},
+                  **{f"physical_bytes_{k}": v for k, v in self.physical_bytes.items()},
                   "ray_nodes": len(self._ray_nodes),
                   **(self.accountant.metrics() if self.accountant is not None else {}),
                   "round_seconds": time.perf_counter() - self._round_start}
@@ -363,10 +424,17 @@ class PartitionedStrategy(Strategy):
             self.fraction_train, self.seed, self.evaluate_every)
 
 
-def payload_bytes(content: RecordDict | ArrayRecord) -> int:
-    """Bytes of array values (what dominates a message's size). Serialization headers and the
-    index of packed per-client arrays (:func:`fedsim.protocol.pack_arrays`) are left out, so
-    the count does not depend on how clients are spread over nodes."""
+def payload_bytes(content: RecordDict | ArrayRecord, physical: bool = False) -> int:
+    """Bytes of array values (what dominates a message's size). Serialization headers are left
+    out, and so, unless `physical`, is the index of packed per-client arrays
+    (:func:`fedsim.protocol.pack_arrays`), so that the count does not depend on how clients are
+    spread over nodes."""
     records = [content] if isinstance(content, ArrayRecord) else content.array_records.values()
     return sum(np.dtype(array.dtype).itemsize * math.prod(array.shape)
-               for record in records for key, array in record.items() if not key.endswith(INDEX))
+               for record in records for key, array in record.items()
+               if physical or not key.endswith(INDEX))
+
+
+def first_partition(reply: ClientReply | Sum) -> int:
+    """The order replies are aggregated in: by (first) partition."""
+    return reply.partitions[0] if isinstance(reply, Sum) else reply.partition

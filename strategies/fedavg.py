@@ -11,6 +11,11 @@ counts the local ones (max and mean over clients), see :mod:`fedsim.metrics.fair
 every gap goes its noise floor ("<gap>_floor", e.g. "dp_local_max_floor"): the value an exactly
 fair classifier with the same prediction rates would measure on the same test rows
 (:func:`fedsim.metrics.fairness.noise_floors`).
+
+Training is a weighted sum, so nodes send one checked sum of their clients (weights and losses
+times weights included, :mod:`fedsim.node_sums`), unless a subclass aggregates otherwise
+(FairFed, FedFB, FedFACT need each client's reply); evaluation stays per client (the local gaps
+need each client's counts).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, Met
 from flwr.serverapp import Grid
 
 from fedsim.metrics import global_and_local, noise_floors
+from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy
 
@@ -57,14 +63,34 @@ class FedAvg(PartitionedStrategy):
         return None if got == self._expected else (
             f"model arrays {got} differ from the global model's {self._expected}")
 
+    def sum_rule(self, message_type: str) -> SumRule | None:
+        """Training: the models weighted by "num-examples". Only this class's
+        ``aggregate_train`` reads sums: a subclass that overrides it gets per-client replies."""
+        if message_type != MessageType.TRAIN or \
+                type(self).aggregate_train is not FedAvg.aggregate_train:
+            return None
+        return SumRule(dense=tuple(self._expected), weight="num-examples")
+
+    def sum_shapes(self, message_type: str) -> dict[str, tuple[int, ...]]:
+        return {k: shape for k, (shape, _) in self._expected.items()}
+
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        return self.average(self.collect(replies))
+        contributions = self.collect(replies)
+        if not any(isinstance(c, Sum) for c in contributions):
+            return self.average(contributions)
+        total = self.sum_rule(MessageType.TRAIN).total(contributions)
+        metrics = {"train_loss": total.metrics["train-loss"] / total.weight}
+        self.record_train(metrics)
+        return (ArrayRecord({k: Array((total.arrays[k] / total.weight).astype(dtype))
+                             for k, (_, dtype) in self._expected.items()}),
+                MetricRecord(metrics))
 
     def average(self, clients: list[ClientReply], weights: Iterable[float] | None = None
                 ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Weighted mean of the clients' arrays and train losses (recorded); the weights
-        (normalised here) default to the clients' example counts."""
+        (normalised here) default to the clients' example counts. (Nodes' sums are divided by
+        their total weight instead, in :meth:`aggregate_train`: equal to float tolerance.)"""
         if not clients:
             return None, None
         weights = np.array([c.metrics["num-examples"] for c in clients] if weights is None

@@ -27,6 +27,11 @@ Messages (layout of :mod:`fedsim.protocol`; per-client arrays by client and name
   "item_ids"), with metrics "num-examples" (positives) and "train-loss".
 - evaluate: "arrays" = the full shared state dict; each client replies metric sums and counts
   (:mod:`clients.ranking_eval`).
+
+Both the training uploads and the evaluation replies are summed by the server, so nodes send
+one checked sum of their clients (:mod:`fedsim.node_sums`; :meth:`FedNCF.sum_rule`): per item
+row the sum of the clients' gradients and the number of clients that touched it, the sum of the
+dense-layer gradients, of the losses and of the positives; in evaluation the metric sums.
 """
 
 from __future__ import annotations
@@ -41,6 +46,7 @@ from flwr.serverapp import Grid
 
 from clients.ranking_eval import means_from_sums
 from fedsim.models import NeuMF, Recommender
+from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy
 
@@ -138,38 +144,45 @@ class FedNCF(PartitionedStrategy):
             return "repeated item ids"
         if self._phase == ROWS:
             return None
-        if not np.array_equal(ids, self._sent.get(reply.partition)):
-            return "item_ids differ from the rows the client was sent"
-        for name, param in self.params.items():
-            grad = reply.arrays.get(name)
-            shape = (ids.size, *param.shape[1:]) if name in self.item_tables else tuple(param.shape)
-            if grad is None or grad.shape != shape or grad.dtype != np.float32:
-                return f"{name}: expected a float32 array of shape {shape}"
-        return None
+        # The node-side check of a summed upload, against what this client was sent.
+        tables = {k: v.numpy() for k, v in self.params.items()}
+        return self.sum_rule(MessageType.TRAIN).layout_problem(
+            reply.arrays, tables, {"item_ids": self._sent.get(reply.partition)})
+
+    def sum_rule(self, message_type: str) -> SumRule | None:
+        """Training: the uploads' gradients (item rows keyed by "item_ids", dense layers),
+        unweighted; evaluation: the metric sums; the row request: per client."""
+        if message_type == MessageType.TRAIN:
+            return upload_rule(self.params, self.item_tables)
+        return SumRule() if message_type == MessageType.EVALUATE else None
+
+    def sum_shapes(self, message_type: str) -> dict[str, tuple[int, ...]]:
+        return {k: tuple(v.shape) for k, v in self.params.items()}
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        clients = self.collect(replies)
-        if not clients:
+        contributions = self.collect(replies)
+        if not contributions:
             return None, None
-        gradient = self.mean_gradient([c.arrays for c in clients])
+        total = upload_rule(self.params, self.item_tables).total(contributions)
+        gradient = self.mean_gradient(total)
         self.optimizer.zero_grad()
         for name, param in self.params.items():
             param.grad = gradient[name]
         self.optimizer.step()
-        metrics = {"train_loss": float(np.mean([c.metrics["train-loss"] for c in clients])),
-                   "train_clients": len(clients),
-                   "train_positives": int(sum(c.metrics["num-examples"] for c in clients))}
+        metrics = {"train_loss": total.metrics["train-loss"] / total.count,
+                   "train_clients": total.count,
+                   "train_positives": int(total.metrics["num-examples"])}
         self.record_train(metrics)
         arrays = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()})
         return arrays, MetricRecord(metrics)
 
-    def mean_gradient(self, uploads: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    def mean_gradient(self, total: Sum) -> dict[str, torch.Tensor]:
         """The gradient the server Adam steps on: the authors' mean over all replies."""
-        return mean_sparse_gradient(self.params, uploads, self.item_tables)
+        return mean_of(self.params, total, self.item_tables)
 
     # --- evaluation ------------------------------------------------------------------------------
-    def evaluation_metrics(self, replies: list[ClientReply]) -> dict[str, float]:
+    def evaluation_metrics(self, replies: list[ClientReply | Sum]) -> dict[str, float]:
         sums: dict[str, float] = {}
         for reply in replies:
             for name, value in reply.metrics.items():
@@ -189,50 +202,64 @@ class FedNCF(PartitionedStrategy):
             self.optimizer.load_state_dict(state["optimizer"])
 
 
-def sum_sparse_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
-                        item_tables: Sequence[str]) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Sum over uploads of item-sparse gradients as dense tensors, and per item the number of
-    uploads that touched it (the two divisors of the means below).
+def upload_rule(params: dict[str, torch.Tensor], item_tables: Sequence[str]) -> SumRule:
+    """How item-sparse gradient uploads add up: item rows keyed by "item_ids", the rest dense."""
+    return SumRule(dense=tuple(k for k in params if k not in item_tables), rows="item_ids",
+                   row_arrays=tuple(item_tables))
 
-    Item rows: one scatter-add per table over all uploads' rows at once (a cross-device round
-    has thousands of uploads, and a loop of small scatters sat on the server's critical path).
-    Dense layers: added in place upload by upload, since stacking thousands of copies of them
-    first would allocate gigabytes."""
-    index = torch.from_numpy(np.concatenate([u["item_ids"] for u in uploads]))
-    touches = torch.bincount(index, minlength=len(params[item_tables[0]])).float()
-    total = {}
+
+def dense_sums(params: dict[str, torch.Tensor], total: Sum, item_tables: Sequence[str]
+               ) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """A sum of item-sparse gradients (:class:`fedsim.node_sums.Sum`) as dense tensors, and per
+    item the number of uploads that touched it (the two divisors of the means below)."""
+    index = torch.from_numpy(total.ids)
+    touches = torch.zeros(len(params[item_tables[0]]))
+    touches[index] = torch.from_numpy(total.touches).float()
+    grads = {}
     for name, param in params.items():
-        if name in item_tables:
-            rows = torch.from_numpy(np.concatenate([u[name] for u in uploads]))
-            total[name] = torch.zeros_like(param).index_add_(0, index, rows)
-        else:
-            total[name] = torch.zeros_like(param)
-            for upload in uploads:
-                total[name] += torch.from_numpy(upload[name])
-    return total, touches
+        value = torch.from_numpy(total.arrays[name])
+        grads[name] = torch.zeros_like(param).index_copy_(0, index, value) \
+            if name in item_tables else value.clone()
+    return grads, touches
 
 
-def mean_sparse_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
-                         item_tables: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Mean over uploads of item-sparse gradients, as a dense gradient per parameter.
-
-    Item-table gradients arrive as rows for ``item_ids``; the mean divides by the number of
-    uploads, so an item's missing rows count as zeros (the authors' dense mean with zero rows).
-    """
-    total, _ = sum_sparse_gradient(params, uploads, item_tables)
-    return {name: g / len(uploads) for name, g in total.items()}
+def mean_of(params: dict[str, torch.Tensor], total: Sum, item_tables: Sequence[str]
+            ) -> dict[str, torch.Tensor]:
+    """Mean over the summed uploads, as a dense gradient per parameter: the sum divided by the
+    number of uploads, so an item's missing rows count as zeros (the authors' dense mean)."""
+    grads, _ = dense_sums(params, total, item_tables)
+    return {name: g / total.count for name, g in grads.items()}
 
 
-def per_item_mean_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
-                           item_tables: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Like :func:`mean_sparse_gradient`, but each item row is averaged over the uploads that
-    touched that item (untouched rows stay zero); dense layers are still averaged over all.
+def per_item_mean_of(params: dict[str, torch.Tensor], total: Sum, item_tables: Sequence[str]
+                     ) -> dict[str, torch.Tensor]:
+    """Like :func:`mean_of`, but each item row is averaged over the uploads that touched that
+    item (untouched rows stay zero); dense layers are still averaged over all.
 
     The authors' divisor (all replies) shrinks a rarely sampled item's gradient by the share of
     clients that saw it; this mean treats every item as its own task, the item-centred view of
     FedRecGEL's abstract (our improvement, not in their code).
     """
-    total, touches = sum_sparse_gradient(params, uploads, item_tables)
+    grads, touches = dense_sums(params, total, item_tables)
     per_item = touches.clamp(min=1)[:, None]
-    return {name: g / per_item if name in item_tables else g / len(uploads)
-            for name, g in total.items()}
+    return {name: g / per_item if name in item_tables else g / total.count
+            for name, g in grads.items()}
+
+
+def sum_of_uploads(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
+                   item_tables: Sequence[str]) -> Sum:
+    """The sum of item-sparse gradient uploads (one dict of arrays each), in their order."""
+    rule = upload_rule(params, item_tables)
+    return rule.add([rule.one(k, upload, {}) for k, upload in enumerate(uploads)])
+
+
+def mean_sparse_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
+                         item_tables: Sequence[str]) -> dict[str, torch.Tensor]:
+    """:func:`mean_of` the uploads' sum: item-table gradients arrive as rows for "item_ids"."""
+    return mean_of(params, sum_of_uploads(params, uploads, item_tables), item_tables)
+
+
+def per_item_mean_gradient(params: dict[str, torch.Tensor], uploads: list[dict[str, np.ndarray]],
+                           item_tables: Sequence[str]) -> dict[str, torch.Tensor]:
+    """:func:`per_item_mean_of` the uploads' sum."""
+    return per_item_mean_of(params, sum_of_uploads(params, uploads, item_tables), item_tables)

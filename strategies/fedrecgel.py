@@ -5,7 +5,7 @@ Faithful mode is FedNCF's server unchanged: the authors' SAM lives on the client
 
 Item-centric mode (``item_centric=True``, our improvement on the paper's item-centred framing,
 not in the authors' code): each item row is averaged over the clients that touched that item
-(:func:`strategies.fedncf.per_item_mean_gradient`), so an item's update does not shrink with the
+(:func:`strategies.fedncf.per_item_mean_of`), so an item's update does not shrink with the
 share of sampled clients that happened to see it; dense layers are still averaged over all
 replies. Messages are FedNCF's.
 
@@ -33,8 +33,9 @@ from flwr.serverapp import Grid
 
 from clients.fedrecgel import ITEM_BETA
 from fedsim.optim import frequency_weights
+from fedsim.node_sums import Sum
 from fedsim.protocol import ClientReply
-from strategies.fedncf import FedNCF, per_item_mean_gradient
+from strategies.fedncf import FedNCF, per_item_mean_of
 
 COUNTS = f"{MessageType.QUERY}.counts"
 
@@ -95,10 +96,10 @@ class FedRecGEL(FedNCF):
             return "counts: negative values"
         return None
 
-    def mean_gradient(self, uploads: list[dict[str, np.ndarray]]) -> dict[str, torch.Tensor]:
+    def mean_gradient(self, total: Sum) -> dict[str, torch.Tensor]:
         if not self.item_centric:
-            return super().mean_gradient(uploads)
-        return per_item_mean_gradient(self.params, uploads, self.item_tables)
+            return super().mean_gradient(total)
+        return per_item_mean_of(self.params, total, self.item_tables)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "item_beta": self.item_beta}

@@ -17,12 +17,15 @@ from fedsim.spec import SpecError, resolve
 from strategies.base import PartitionedStrategy
 from tests.helpers import run_fake
 
-# Small runs: what is under test is what leaves the clients, not how well they learn.
+# Small runs: what is under test is what leaves the clients, not how well they learn; so the
+# nodes reply per client (node_sums = false), and the tests read each client's upload. With node
+# sums the noised uploads are summed on the node (tests/test_node_sums.py, "fedncf-dp").
 TAB = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
        "partitioner": "dirichlet", "num_clients": 4, "fraction": 1.0, "rounds": 3,
-       "fedavg.lr": 0.1, "fedavg.batch_size": 256}
+       "fedavg.lr": 0.1, "fedavg.batch_size": 256, "node_sums": False}
 # One client at a time (DP mode's own path): cohort mode agrees only to float tolerance.
-REC = {"dataset": "synthetic-rec", "rounds": 1, "fraction": 0.05, "cohort": False}
+REC = {"dataset": "synthetic-rec", "rounds": 1, "fraction": 0.05, "cohort": False,
+       "node_sums": False}
 NO_NOISE = {"privacy.clip_norm": 1e6, "privacy.noise_multiplier": 0.0}
 DP = {"privacy.clip_norm": 1.0, "privacy.noise_multiplier": 1.0}
 

@@ -85,8 +85,9 @@ def test_per_item_mean_divides_item_rows_by_their_touch_count():
 
 
 def test_fedrecgel_replies_carry_only_shared_gradients():
+    # Per-client replies (node_sums = false): each client's upload is what is under test.
     strategy, _, grid = run_fake({**REC, "method": "fedrecgel",
-                                  "fedrecgel.item_centric": True})
+                                  "fedrecgel.item_centric": True, "node_sums": False})
     allowed = {"item_ids", *strategy.params}
     assert any(r.metadata.message_type == "train" for r in grid.replies)
     for reply in grid.replies:

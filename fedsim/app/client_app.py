@@ -10,9 +10,13 @@ A logical client that raises is reported in the reply's "client-errors" record; 
 clients still reply. Injected faults (spec table ``faults``) strike training only, drawn from
 (seed, client, round) so that every run of a spec fails the same clients.
 
+Where the instruction carries a sum rule (the strategy aggregates the phase as a sum), the node
+checks every client's reply, leaves out (and reports) the malformed ones and sends the sum of
+the rest instead of one reply per client (:mod:`fedsim.node_sums`).
+
 With client-side DP on (``privacy.clip_norm > 0``) each client's training upload is clipped and
-noised before the reply is packed (:mod:`fedsim.privacy.mechanism`, which also says why
-Flower's DP mods, built for one client per message, are not used).
+noised before the reply is checked, summed or packed (:mod:`fedsim.privacy.mechanism`, which
+also says why Flower's DP mods, built for one client per message, are not used).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from clients import cohort
 from fedsim.app.private_store import PrivateStore
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
+from fedsim.node_sums import SumRule, node_sum, sum_content
 from fedsim.privacy import GaussianMechanism
 from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, PARTITIONS, SHARED, hosted_partitions,
                              reply_content, unpack_arrays)
@@ -134,7 +139,13 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
                 client, shared, own.get(partition, {}), store, server_round)
         except Exception:
             errors[partition] = traceback.format_exc()
-    return Message(reply_content(arrays, metrics, errors, runtime_info()), reply_to=msg)
+    rule = SumRule.from_config(config)
+    if rule is None:
+        return Message(reply_content(arrays, metrics, errors, runtime_info()), reply_to=msg)
+    total, rejected, uploaded = node_sum(rule, arrays, metrics, shared,
+                                         {int(p): a for p, a in own.items()})
+    return Message(sum_content(rule, total, errors, rejected, uploaded, runtime_info()),
+                   reply_to=msg)
 
 
 @app.query("discover")
