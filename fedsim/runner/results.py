@@ -87,6 +87,9 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
         "bytes_down": last.get("bytes_down", 0),
         "bytes_eval_up": last.get("bytes_eval_up", 0),
         "bytes_eval_down": last.get("bytes_eval_down", 0),
+        # What the simulation moved (a node's sum once, shared arrays once per message).
+        **{f"physical_bytes_{k}": last.get(f"physical_bytes_{k}", 0)
+           for k in ("up", "down", "eval_up", "eval_down")},
         "failures": sum(r.get("failures", 0) for r in history),
         "rejected": sum(r.get("rejected", 0) for r in history),
         "privacy": budget(spec, last.get("privacy_releases", 0)),
@@ -106,6 +109,8 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
 
 
 _BOOKKEEPING = {"round", "failures", "rejected", "skipped", "bytes_up", "bytes_down",
+                "physical_bytes_up", "physical_bytes_down", "physical_bytes_eval_up",
+                "physical_bytes_eval_down",
                 "bytes_eval_up", "bytes_eval_down", "ray_nodes", "round_seconds", "wall_seconds",
                 "privacy_releases"}
 
