@@ -24,7 +24,7 @@ from fedsim.centralized.registry import TRAINERS, make_trainer
 from fedsim.federation import Federation
 from fedsim.models import backbone, make_classifier
 from fedsim.privacy import ClientAccountant
-from fedsim.protocol import node_count
+from fedsim.protocol import nodes_for
 from strategies.base import PartitionedStrategy
 from strategies.centralized import LocalTrainingFedAvg
 from strategies.fairfed import FairFed
@@ -51,7 +51,7 @@ def _common(spec: Mapping[str, Any], federation: Federation,
     their private-state store) in every message; with DP on, the clients noise their uploads
     (fedsim/app/client_app.py) and the strategy accounts the budget."""
     return {"num_partitions": federation.num_clients,
-            "num_nodes": node_count(spec["nodes"], federation.num_clients),
+            "num_nodes": nodes_for(spec, federation.num_clients),
             "fraction_train": spec["fraction"],
             "seed": spec["seed"], "evaluate_every": spec["eval_every"],
             "round_timeout": spec["round_timeout"], "min_replies": spec["min_replies"],

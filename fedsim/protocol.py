@@ -23,6 +23,7 @@ Reply content:
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -40,9 +41,21 @@ INDEX = "|index"  # suffix of the key of a packed array's index (pack_arrays)
 PARTITIONS_SUFFIX = "|partitions"  # suffix of the key of a packed metric's clients (pack_metrics)
 
 
-def node_count(requested: int, num_clients: int) -> int:
-    """Nodes to simulate: `requested` capped at the client count; 0 = one node per client."""
-    return num_clients if requested == 0 else min(requested, num_clients)
+def node_count(requested: int | str, num_clients: int, actors: int | None = None) -> int:
+    """Nodes to simulate: `requested` capped at the client count; 0 = one node per client;
+    "auto" = twice `actors` (the Ray actors that serve the nodes, default this machine's CPUs:
+    a node's message is a batch, and two messages per actor kept both busy in
+    benchmarks/README.md's measurements)."""
+    if requested == "auto":
+        requested = 2 * max(1, actors if actors is not None else os.cpu_count() or 1)
+    return num_clients if requested == 0 else min(int(requested), num_clients)
+
+
+def nodes_for(spec: Mapping, num_clients: int) -> int:
+    """:func:`node_count` of a spec: its ``nodes``, with "auto" counting the actors a local Ray
+    gives (this machine's CPUs / ``ray.client_cpus``; on a Ray cluster set ``nodes``)."""
+    actors = int((os.cpu_count() or 1) / spec["ray.client_cpus"])
+    return node_count(spec["nodes"], num_clients, actors)
 
 
 def hosted_partitions(node_index: int, num_nodes: int, num_clients: int) -> list[int]:

@@ -34,12 +34,20 @@ class Key:
     low: float | None = None
     high: float | None = None
     low_open: bool = False  # True: the value must be strictly greater than `low`
+    # Words accepted beside numbers (nodes = "auto"); `number` is then the numbers' type.
+    words: tuple[str, ...] = ()
+    number: type | None = None
+
+    @property
+    def kind(self) -> type:
+        return self.number or type(self.default)
 
     def allowed(self) -> str:
         if self.choices is not None:
             return "one of " + ", ".join(repr(c) for c in self.choices)
         kind = {"bool": "a bool", "int": "an int", "float": "a float", "str": "a string"}[
-            type(self.default).__name__]
+            self.kind.__name__]
+        kind = "".join(f"{w!r} or " for w in self.words) + kind
         if self.low is None and self.high is None:
             return kind
         lo = "" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
@@ -100,9 +108,12 @@ SCHEMA: dict[str, Key] = {
     "num_clients": Key(0, "Number of clients. 0 = derived from the data (natural: one client per "
                        "partition.ids_per_client users; single: 1). Required (> 0) for iid, "
                        "dirichlet, dirichlet_capped and hetero.", low=0, high=1_000_000),
-    "nodes": Key(16, "Simulated Flower nodes hosting the clients (node i hosts the clients p with "
-                  "p % nodes == i; capped at the number of clients). Results do not depend on it; "
-                  "speed does. 0 = one node per client.", low=0, high=1_000_000),
+    "nodes": Key("auto", "Simulated Flower nodes hosting the clients (node i hosts the clients p "
+                 "with p % nodes == i; capped at the number of clients). Results do not depend on "
+                 "it beyond float rounding (README, How clients are simulated); speed does. "
+                 "'auto' = twice the Ray actors of this machine (CPUs / ray.client_cpus), what "
+                 "benchmarks/README.md found fastest; 0 = one node per client.", low=0,
+                 high=1_000_000, words=("auto",), number=int),
     "cohort": Key(True, "Cohort mode: a node computes the FedNCF/FedMF/FedRecGEL clients of one "
                   "message in one vectorised pass (same per-client math, float-tolerance equal "
                   "to one by one). false = one client at a time (bit-reproducible across node "
@@ -345,7 +356,9 @@ def _check(name: str, value: Any) -> bool | int | float | str:
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise SpecError(f"unknown spec key {name!r}.{hint} Known keys are listed in docs/spec.md.")
     key = SCHEMA[name]
-    kind = type(key.default)
+    if isinstance(value, str) and value in key.words:
+        return value
+    kind = key.kind
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if type(value) is not kind:

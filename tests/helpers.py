@@ -12,7 +12,7 @@ from fedsim.app.client_app import app as client_app, state_root
 from fedsim.app.private_store import SUFFIX, read_version
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
-from fedsim.protocol import node_count
+from fedsim.protocol import nodes_for
 from fedsim.spec import resolve
 from tests.fake_grid import FakeGrid
 
@@ -25,7 +25,7 @@ def run_fake(overrides: dict, grid: FakeGrid | None = None):
     spec = resolve(overrides)
     spec["out_dir"] = spec["out_dir"] or tempfile.mkdtemp(prefix="fedsim-test-")
     federation = load_federation(spec)
-    grid = grid or FakeGrid(client_app, node_count(spec["nodes"], federation.num_clients))
+    grid = grid or FakeGrid(client_app, nodes_for(spec, federation.num_clients))
     method = METHODS[spec["method"]]
     history: list[dict] = []
     strategy = method.build(spec, federation, {"run_id": "test", "on_round": history.append})

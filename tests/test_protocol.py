@@ -1,5 +1,7 @@
 """The per-client layouts of fedsim messages (fedsim.protocol.pack_arrays, pack_metrics)."""
 
+import os
+
 import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord
@@ -50,3 +52,18 @@ def test_metrics_round_trip_per_client_with_their_types():
     assert isinstance(unpack_metrics(record)[9]["train-loss"], float)  # a float column
     with pytest.raises(ValueError, match=r"'train-loss'"):
         unpack_metrics(MetricRecord({"train-loss": [1.0, 2.0], "train-loss|partitions": [3]}))
+
+
+def test_auto_nodes_are_twice_the_actors_and_capped_at_the_clients():
+    from fedsim.protocol import node_count, nodes_for
+    from fedsim.spec import SpecError, resolve
+
+    assert resolve({})["nodes"] == "auto"
+    assert node_count("auto", 1000, actors=3) == 6 and node_count("auto", 4, actors=3) == 4
+    assert node_count(0, 50) == 50 and node_count(7, 50) == 7 and node_count(70, 50) == 50
+    spec = resolve({"ray.client_cpus": 2})
+    assert nodes_for(spec, 10_000) == 2 * max(1, os.cpu_count() // 2)
+    assert nodes_for(resolve({}), 10_000) == 2 * os.cpu_count()
+    assert nodes_for(resolve({"nodes": 3}), 10_000) == 3
+    with pytest.raises(SpecError, match=r"nodes = 'many': expected 'auto' or an int"):
+        resolve({"nodes": "many"})

@@ -22,7 +22,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.federation import load_federation
-from fedsim.protocol import node_count
+from fedsim.protocol import nodes_for
 from fedsim.runner.checkpoint import load_checkpoint
 from fedsim.runner.experiment import default_out_dir, run_on_grid
 
@@ -62,7 +62,7 @@ def simulate(spec: Mapping[str, Any], out_dir: str | Path | None = None,
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # run_simulation is deprecated in 1.4x
         run_simulation(server_app=server_app, client_app=client_app,
-                       num_supernodes=node_count(spec["nodes"], federation.num_clients), backend_config=backend_config(spec))
+                       num_supernodes=nodes_for(spec, federation.num_clients), backend_config=backend_config(spec))
     if not summary:
         raise RuntimeError(f"the simulation ended without a summary; partial results in {out}")
     return summary, out
