@@ -69,7 +69,7 @@ METHOD_TASKS = {"fedavg": "classification", "fedncf": "recommendation",
 METHODS = tuple(METHOD_TASKS)
 DATASETS = (
     "synthetic-rec", "filmtrust", "amazon-video", "lastfm-2k", "movielens-100k",
-    "synthetic-tabular", "adult", "compas", "bank", "adult-hours",
+    "synthetic-tabular", "adult", "compas", "bank", "adult-hours", "compas-scores",
 )
 RECOMMENDATION_DATASETS = DATASETS[:5]
 PARTITIONERS = ("natural", "iid", "dirichlet", "dirichlet_capped", "hetero", "single")

@@ -143,6 +143,7 @@ class PartitionedStrategy(Strategy):
         self._addressed: dict[int, list[int]] = {}  # node -> partitions of its last instruction
         self._round: dict[str, Any] = {}
         self._ray_nodes: set[str] = set()  # Ray nodes that served this round's replies
+        self._eval_start = 0.0  # when this round's evaluation phase began
         self._round_start = time.perf_counter()
 
     # --- hooks for subclasses ------------------------------------------------------------------
@@ -363,6 +364,7 @@ class PartitionedStrategy(Strategy):
         arrays = result.arrays = initial_arrays
         self._round_start = time.perf_counter()
         if start_round == 0:
+            self._eval_start = time.perf_counter()
             self.aggregate_evaluate(0, self.exchange(
                 grid, self.configure_evaluate(0, arrays, evaluate_config, grid)))
         for server_round in range(start_round + 1, num_rounds + 1):
@@ -373,6 +375,7 @@ class PartitionedStrategy(Strategy):
                 arrays = result.arrays = new_arrays
             if train_metrics is not None:
                 result.train_metrics_clientapp[server_round] = train_metrics
+            self._eval_start = time.perf_counter()
             metrics = self.aggregate_evaluate(server_round, self.exchange(
                 grid, self.configure_evaluate(server_round, arrays, evaluate_config, grid)))
             if metrics is not None:
@@ -407,6 +410,7 @@ class PartitionedStrategy(Strategy):
                   **{f"physical_bytes_{k}": v for k, v in self.physical_bytes.items()},
                   "ray_nodes": len(self._ray_nodes),
                   **(self.accountant.metrics() if self.accountant is not None else {}),
+                  **self._phase_seconds(server_round),
                   "round_seconds": time.perf_counter() - self._round_start}
         self.history.append(record)
         if self.on_round is not None:
@@ -417,6 +421,13 @@ class PartitionedStrategy(Strategy):
         self._round, self._ray_nodes = {}, set()
         self._round_start = time.perf_counter()
         return MetricRecord(metrics) if metrics else None
+
+    def _phase_seconds(self, server_round: int) -> dict[str, float]:
+        """Wall seconds of the round's training phase (row requests included) and of its
+        evaluation phase, as the server sees them."""
+        now, evaluation = time.perf_counter(), max(self._eval_start, self._round_start)
+        return {**({"train_seconds": evaluation - self._round_start} if server_round else {}),
+                "eval_seconds": now - evaluation}
 
     def summary(self) -> None:
         log(INFO, "\t%s: %d partitions on %d nodes, fraction_train=%s, seed=%s, "

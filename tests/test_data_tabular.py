@@ -11,7 +11,7 @@ from fedsim.data.tabular import build_tabular
 
 # Rows after cleaning: Adult 32,561 + 16,281 records minus the 3,620 with a "?" (the banner line of adult.test is
 # not a record); COMPAS after ProPublica's filter; Bank has no missing values.
-ROWS = {"adult": 45222, "adult-hours": 45222, "compas": 6172, "bank": 4521}
+ROWS = {"adult": 45222, "adult-hours": 45222, "compas": 6172, "compas-scores": 6172, "bank": 4521}
 
 
 def check_tabular(data: Tabular, num_rows: int) -> None:
@@ -33,7 +33,8 @@ def check_tabular(data: Tabular, num_rows: int) -> None:
 def test_real_shapes(data_dir, name):
     data = load_dataset(name, data_dir)
     check_tabular(data, ROWS[name])
-    sensitive_column = {"adult": "sex", "adult-hours": "race", "compas": "race", "bank": "age"}[name]
+    sensitive_column = {"adult": "sex", "adult-hours": "race", "compas": "race", "compas-scores": "race",
+                        "bank": "age"}[name]
     assert not any(f.split("=")[0] == sensitive_column for f in data.feature_names)  # attribute-blind features
 
 
@@ -68,6 +69,19 @@ def test_compas_features(data_dir):
     assert not any(name.startswith("race") for name in data.feature_names)
     assert "c_charge_degree=O" not in data.feature_names
     assert 0.40 < data.y_train.mean() < 0.50 and 0.48 < data.s_train.mean() < 0.54
+
+
+def test_compas_scores_has_the_authors_columns_on_the_same_rows(data_dir):
+    plain, scores = load_dataset("compas", data_dir), load_dataset("compas-scores", data_dir)
+    assert scores.feature_names == (
+        "age", "priors_count", "decile_score", "days_b_screening_arrest", "c_charge_degree=F", "c_charge_degree=M",
+        "sex=Female", "sex=Male", "score_text=High", "score_text=Low", "score_text=Medium",
+    )  # fmt: skip
+    for split in ("y_train", "s_train", "y_test", "s_test"):
+        assert np.array_equal(getattr(plain, split), getattr(scores, split))
+    assert np.array_equal(plain.x_train[:, :2], scores.x_train[:, :2])  # age, priors_count
+    decile = scores.x_train[:, 2] * 9 + 1  # min-max scaled from 1..10
+    assert np.allclose(decile, np.round(decile)) and set(np.round(decile)) == set(range(1, 11))
 
 
 def test_bank_sensitive_age(data_dir):

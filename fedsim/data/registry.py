@@ -63,6 +63,10 @@ DATASETS: dict[str, DatasetInfo] = {
             "ProPublica COMPAS, filtered to 6,172 rows: two-year recidivism, sensitive race (African-American)",
         ),
         DatasetInfo(
+            "compas-scores", "tabular", (tabular.COMPAS_SCORES,), tabular.load_compas_scores,
+            "COMPAS rows of 'compas' with the FedFACT authors' columns: COMPAS's decile_score and score_text kept",
+        ),
+        DatasetInfo(
             "bank", "tabular", (tabular.BANK,), tabular.load_bank,
             "UCI Bank Marketing bank.csv (4,521 rows): subscription, sensitive age group (<25 or >=60)",
         ),

@@ -218,14 +218,57 @@ def load_compas(data_dir: str | Path | None = None, *, seed: int = 0, test_fract
 
     ProPublica's filter (days_b_screening_arrest in [-30, 30], a missing value failing it; is_recid != -1;
     c_charge_degree != "O"; score_text != "N/A") keeps 6,172 of 7,214 rows. Only the columns used are read:
-    the file also holds names and dates of birth, which are never touched.
+    the file also holds names and dates of birth, which are never touched. Features: age, prior and juvenile
+    counts, charge degree, sex, age category; not COMPAS's own risk scores (decile_score, score_text): see
+    :func:`load_compas_scores` for the FedFACT authors' feature set, which has them.
     """
+    return _load_compas(
+        "compas",
+        data_dir,
+        numerical=["age", "priors_count", "juv_fel_count", "juv_misd_count", "juv_other_count"],
+        categorical=["c_charge_degree", "sex", "age_cat"],
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+
+
+def load_compas_scores(data_dir: str | Path | None = None, *, seed: int = 0, test_fraction: float = 0.4) -> Tabular:
+    """COMPAS with the FedFACT authors' columns, COMPAS's risk score among them (the paper protocol).
+
+    Rows, label, sensitive attribute and split are those of :func:`load_compas`. Features are the columns of the
+    authors' pipeline (LoGoFair's ``compas_1_data_processing``, which FedFACT's data pipeline shares): age,
+    priors_count, decile_score and days_b_screening_arrest (numerical), c_charge_degree, sex and score_text
+    (Low / Medium / High; categorical); no juvenile counts, no age category. Encoded as fedsim encodes every table
+    (min-max numericals, one-hot categoricals fitted on train), where the authors bucket age, decile_score and
+    priors_count at percentiles (decile and priors as cumulative indicators) and leave days_b_screening_arrest
+    unscaled. decile_score and score_text are COMPAS's own prediction of recidivism, an input the "compas" set
+    leaves out.
+    """
+    return _load_compas(
+        "compas-scores",
+        data_dir,
+        numerical=["age", "priors_count", "decile_score", "days_b_screening_arrest"],
+        categorical=["c_charge_degree", "sex", "score_text"],
+        seed=seed,
+        test_fraction=test_fraction,
+    )
+
+
+def _load_compas(
+    name: str,
+    data_dir: str | Path | None,
+    *,
+    numerical: list[str],
+    categorical: list[str],
+    seed: int,
+    test_fraction: float,
+) -> Tabular:
+    """The filtered COMPAS rows with the given feature columns (see :func:`load_compas`)."""
     path = locate(COMPAS_SCORES, data_dir)
     header, *rows = read_rows(path, ",", 53)
     filters = ["days_b_screening_arrest", "is_recid", "score_text"]
-    numerical = ["age", "priors_count", "juv_fel_count", "juv_misd_count", "juv_other_count"]
-    categorical = ["c_charge_degree", "sex", "age_cat"]
-    columns = _columns(header, rows, filters + numerical + categorical + ["race", "two_year_recid"])
+    names = list(dict.fromkeys(filters + numerical + categorical + ["race", "two_year_recid"]))
+    columns = _columns(header, rows, names)
     days = columns["days_b_screening_arrest"]
     days = np.where(days == "", "nan", days).astype(np.float64)  # nan fails the range test below
     keep = (
@@ -236,7 +279,7 @@ def load_compas(data_dir: str | Path | None = None, *, seed: int = 0, test_fract
     )
     columns = {name: values[keep] for name, values in columns.items()}
     return build_tabular(
-        "compas",
+        name,
         columns,
         categorical,
         numerical,

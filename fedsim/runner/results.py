@@ -110,7 +110,7 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
 
 _BOOKKEEPING = {"round", "failures", "rejected", "skipped", "bytes_up", "bytes_down",
                 "physical_bytes_up", "physical_bytes_down", "physical_bytes_eval_up",
-                "physical_bytes_eval_down",
+                "physical_bytes_eval_down", "train_seconds", "eval_seconds",
                 "bytes_eval_up", "bytes_eval_down", "ray_nodes", "round_seconds", "wall_seconds",
                 "privacy_releases"}
 
