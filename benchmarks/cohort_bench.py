@@ -39,8 +39,13 @@ from fedsim.runner.simulation import simulate
 from fedsim.spec import load_file, parse_set, resolve
 
 
-def plain_loop(spec: dict) -> tuple[float, dict[str, float], int]:
-    """(wall seconds, final sampled metrics, client updates) of the plain sequential loop."""
+def plain_loop(spec: dict, history: list | None = None) -> tuple[float, dict[str, float], int]:
+    """(wall seconds, final sampled metrics, client updates) of the plain sequential loop.
+
+    With a `history` list, the loop also evaluates as the framework does (all users, at round
+    0, every ``eval_every`` rounds and the last; full ranking every ``eval_full_every`` and the
+    last) and appends per round {"round", "train_seconds", "eval_seconds", **metrics}; the
+    wall time then includes evaluation."""
     torch.set_num_threads(1)  # as one Ray actor
     federation = load_federation(spec)
     data, parts = federation.dataset, federation.train_parts
@@ -58,7 +63,10 @@ def plain_loop(spec: dict) -> tuple[float, dict[str, float], int]:
     local = model_cls(0, 0, **sizes)
     updates = 0
     started = time.perf_counter()
+    if history is not None:
+        history.append({"round": 0, **_evaluate(spec, federation, params, users, samplers, 0)})
     for server_round in range(1, spec["rounds"] + 1):
+        round_start = time.perf_counter()
         count = max(1, int(len(parts) * spec["fraction"]))
         sampled = sorted(np.random.default_rng([spec["seed"], server_round])
                          .choice(len(parts), count, replace=False))
@@ -118,7 +126,15 @@ def plain_loop(spec: dict) -> tuple[float, dict[str, float], int]:
         for k, param in params.items():
             param.grad = total[k] / len(sampled)
         server.step()
+        if history is not None:
+            trained = time.perf_counter() - round_start
+            due = server_round % spec["eval_every"] == 0 or server_round == spec["rounds"]
+            history.append({"round": server_round, "train_seconds": trained, **(
+                _evaluate(spec, federation, params, users, samplers, server_round) if due
+                else {})})
     wall = time.perf_counter() - started
+    if history is not None:
+        return wall, {k: v for k, v in history[-1].items() if "@" in k}, updates
     everyone = np.concatenate(parts)
     tables = {k: torch.cat([users[p][k] if p in users else torch.from_numpy(
         samplers.setdefault(p, FedNCFClient(spec, int(p))).private_state(_Empty())[k])
@@ -128,6 +144,28 @@ def plain_loop(spec: dict) -> tuple[float, dict[str, float], int]:
     with torch.no_grad():
         sums = evaluate_users(model, data, everyone, spec["data.head_fraction"], full=False)
     return wall, means_from_sums(sums), updates
+
+
+def _evaluate(spec: dict, federation, params: dict, users: dict, samplers: dict,
+              server_round: int) -> dict[str, float]:
+    """The framework's evaluation of every user with the loop's current parameters: sampled
+    ranking, and full ranking where the framework computes it; with its wall time."""
+    started = time.perf_counter()
+    model_cls, _ = backbone(spec)
+    parts = federation.train_parts
+    for p in range(len(parts)):  # first contact, as in training (kept: drawn once)
+        if p not in users:
+            users[p] = {k: torch.from_numpy(v) for k, v in samplers.setdefault(
+                p, FedNCFClient(spec, int(p))).private_state(_Empty()).items()}
+    tables = {k: torch.cat([users[p][k] for p in range(len(parts))])
+              for k in model_cls.USER_TABLES}
+    model = model_cls.from_arrays({**{k: v.detach().numpy() for k, v in params.items()},
+                                   **{k: v.numpy() for k, v in tables.items()}})
+    full = server_round % spec["eval_full_every"] == 0 or server_round == spec["rounds"]
+    with torch.no_grad():
+        sums = evaluate_users(model, federation.dataset, np.concatenate(parts),
+                              spec["data.head_fraction"], full=full)
+    return {**means_from_sums(sums), "eval_seconds": time.perf_counter() - started}
 
 
 class _Empty:
