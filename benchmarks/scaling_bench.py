@@ -5,8 +5,9 @@
 FedRecGEL (both SAM passes on) on the synthetic recommendation set with ``--users`` users, one
 user per client, 10% of them a round, cohort mode, as real Ray simulations. Evaluation happens
 only at round 0 and the last round (sampled protocol), so rounds 1 .. R-1 time training alone;
-the median of those is printed with clients per second, and the curve is plotted log-log with
-a line of slope 1 (linear growth) for reference.
+the median of those is printed with clients per second and the peak resident memory of the
+process tree (driver, Ray, actors), and the curve is plotted log-log with a line of slope 1
+(linear growth) for reference.
 """
 
 from __future__ import annotations
@@ -16,22 +17,25 @@ import json
 import statistics
 from pathlib import Path
 
+from fedrec_bench import PeakMemory
 from fedsim.runner.simulation import simulate
 from fedsim.spec import resolve
 
 ROUNDS = 4
 
 
-def time_per_round(users: int) -> tuple[int, float]:
-    """(clients per round, median seconds of a training-only round)."""
+def time_per_round(users: int) -> tuple[int, float, int]:
+    """(clients per round, median seconds of a training-only round, peak bytes)."""
     spec = resolve({"dataset": "synthetic-rec", "method": "fedrecgel", "data.synthetic_users": users,
                     "fraction": 0.1, "rounds": ROUNDS, "eval_every": ROUNDS,
                     "eval_full_every": 100_000, "fedrecgel.rho_sh": 0.01, "fedrecgel.rho_ns": 0.1,
                     "out_dir": f"runs/scaling/users{users}"})
-    _, out = simulate(spec)
+    with PeakMemory() as memory:
+        _, out = simulate(spec)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     training = [r for r in records if 0 < r["round"] < ROUNDS]
-    return training[0]["train_clients"], statistics.median(r["round_seconds"] for r in training)
+    return (training[0]["train_clients"],
+            statistics.median(r["round_seconds"] for r in training), memory.peak)
 
 
 def main() -> None:
@@ -41,10 +45,11 @@ def main() -> None:
     args = parser.parse_args()
     points = []
     for users in args.users:
-        clients, seconds = time_per_round(users)
+        clients, seconds, peak = time_per_round(users)
         points.append((clients, seconds))
         print(f"{users:7d} users: {clients:6d} clients/round, {seconds:7.2f} s/round, "
-              f"{clients / seconds:8.1f} clients/s", flush=True)
+              f"{clients / seconds:8.1f} clients/s, peak memory {peak / 2**30:.2f} GiB",
+              flush=True)
 
     import matplotlib
 
