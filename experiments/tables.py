@@ -1,13 +1,25 @@
-"""Regenerate the result tables of experiments/README.md from the experiment specs.
+"""Build the result tables of experiments/README.md from the experiment specs.
 
     FEDSIM_DATA_DIR=../shared/data python experiments/tables.py fedfact-main [--seeds 0 1 2]
+    python experiments/tables.py fedfact-main --cached-only --seeds 0      # only what has run
+    python experiments/tables.py fedfact-main --write      # into experiments/README.md
+    python experiments/tables.py --rows my.toml runs/a runs/b --like fedfact-main   # your own
 
 A table is a list of rows; a row is a spec file (plus overrides) run once per seed as a real
 Flower simulation on Ray (:func:`fedsim.runner.simulation.simulate`). A run whose summary.json
 already holds the same resolved spec is reused, so re-rendering costs nothing and an interrupted
 regeneration continues where it stopped. Cells are mean ± standard deviation over the seeds
-(the training seed, which also draws the partition). The markdown replaces the text between
-``<!-- begin:NAME -->`` and ``<!-- end:NAME -->`` in experiments/README.md.
+(the training seed, which also draws the partition).
+
+Tables are printed. ``--write`` replaces the text between ``<!-- begin:NAME -->`` and
+``<!-- end:NAME -->`` in experiments/README.md (a tracked file), and only with a complete table:
+a table with a "not run" cell (``--cached-only`` and a missing run) is printed but not written,
+and the command exits 1, so measured rows are never replaced by "not run".
+
+``--rows`` builds a table from your own spec files (each run per seed, cached under ``--runs``
+like the named tables' rows) and run folders (a folder with a summary.json: that run, as it is),
+one row each, with the columns and selection of the table named by ``--like`` or given by
+``--columns`` and ``--selection``.
 """
 
 from __future__ import annotations
@@ -334,7 +346,9 @@ def run_row(row: Row, seed: int, runs: Path, cached_only: bool = False) -> dict 
             return summary
     if cached_only:
         return None
-    summary, _ = simulate(spec, out_dir=out)
+    # The folder is this row's cache: a run of an older spec (or one that did not finish) is
+    # replaced.
+    summary, _ = simulate(spec, out_dir=out, overwrite=True)
     return summary
 
 
@@ -395,14 +409,13 @@ def render(table: Table, seeds: list[int], runs: Path, cached_only: bool = False
     alone, a row missing any seed shown as "not run"."""
     lines = [f"{table.title}; mean ± std over seeds {', '.join(map(str, seeds))}.", "",
              "| run | " + " | ".join(table.columns) + " |",
+NOT_RUN = "not run"
+
+
              "|---|" + "---|" * len(table.columns)]
     for row in table.rows:
-        cells = []
-        for column in table.columns:
-            column_row, metric = column_run(row, column)
-            summaries = [run_row(column_row, seed, runs, cached_only) for seed in seeds]
-            cells.append("not run" if None in summaries else
-                         cell([_pick(s, metric, table.selection) for s in summaries]))
+        cells = [row_cell(row, column, table.selection, seeds, runs, cached_only)
+                 for column in table.columns]
         lines.append(f"| {row.label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -412,12 +425,53 @@ def _pick(summary: dict, column: str, selection: str) -> float:
     "selection:metric" at its own ("final", "best_test", "last10_test", "best_val",
     "best_val_full")."""
     selection, _, metric = column.rpartition(":") if ":" in column else (selection, "", column)
+def row_cell(row: Row, column: str, selection: str, seeds: list[int], runs: Path,
+             cached_only: bool) -> str:
+    """One cell: over the seeds' runs of a spec row; from the run itself for a run-folder row
+    (:func:`own_table`; "-" for a protocol column of another data.protocol)."""
+    folder = Path(row.spec)
+    if folder.is_absolute() and folder.is_dir():
+        summary = json.loads((folder / "summary.json").read_text())
+        protocol, slash, metric = column.rpartition("/")
+        same = not slash or summary["spec"].get("data.protocol") == protocol
+        return cell([_pick(summary, metric, selection)]) if same else "-"
+    column_row, metric = column_run(row, column)
+    summaries = [run_row(column_row, seed, runs, cached_only) for seed in seeds]
+    return NOT_RUN if None in summaries else cell([_pick(s, metric, selection)
+                                                   for s in summaries])
+
+
+def not_run_rows(markdown: str) -> list[str]:
+    """Labels of the rows of a rendered table with a "not run" cell."""
+    return [line.split(" | ")[0].removeprefix("| ") for line in markdown.splitlines()
+            if line.startswith("| ") and f"| {NOT_RUN} |" in line]
+
+
+def own_table(paths: list[Path], columns: list[str], selection: str) -> Table:
+    """A table of your own: one row per spec file (run per seed, cached as any row) or run
+    folder (a folder holding a summary.json: that run as it is) in `paths`."""
+    rows = []
+    for path in map(Path, paths):
+        path = path.resolve()
+        if path.is_dir() and (path / "summary.json").is_file():
+            rows.append(Row(path.name, str(path)))
+        elif path.is_file() and path.suffix == ".toml":
+            rows.append(Row(path.stem, str(path)))
+        else:
+            raise ValueError(f"{path} is neither a spec file (.toml) nor a run folder (with a "
+                             "summary.json)")
+    return Table(title=f"Own table, {selection} (run-folder rows: that run alone)", rows=rows,
+                 columns=columns, selection=selection)
+
+
     record = summary[selection] if selection == "final" else summary[selection]["metrics"]
     return record[metric]
 
 
 def write_section(name: str, markdown: str, readme: Path = HERE / "README.md") -> None:
     text = readme.read_text()
+    if metric.endswith("_floor") and metric not in record:
+        return float("nan")  # a run from before the noise floors (fedsim/metrics/fairness.py)
     begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
     if begin not in text:
         text += f"\n{begin}\n{end}\n"
@@ -499,8 +553,9 @@ def pareto_figure(seeds: list[int], runs: Path,
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("tables", nargs="+", choices=[*sorted(TABLES), "figures"],
-                        help='table names; "figures" draws experiments/figures/ from cached runs')
+    parser.add_argument("tables", nargs="*", metavar="TABLE",
+                        help=f"table names ({', '.join(sorted(TABLES))}); \"figures\" draws "
+                        "experiments/figures/ from cached runs")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--runs", type=Path, default=Path("runs/tables"))
     parser.add_argument("--cached-only", action="store_true",
@@ -510,11 +565,51 @@ def main(argv: list[str] | None = None) -> int:
         if name == "figures":
             for label in pareto_figure(args.seeds, args.runs):
                 print(f"figures: not run yet, left out: {label}")
+    parser.add_argument("--write", action="store_true",
+                        help="write each complete table into experiments/README.md (a table "
+                        'with a "not run" cell is not written; exit 1)')
+    parser.add_argument("--rows", nargs="+", type=Path, metavar="SPEC_OR_RUN_DIR",
+                        help="your own table: one row per spec file or run folder")
+    parser.add_argument("--like", choices=sorted(TABLES),
+                        help="--rows: take this table's columns and selection")
+    parser.add_argument("--columns", nargs="+", help="--rows: the columns (metric, "
+                        '"selection:metric" or "protocol/selection:metric")')
+    parser.add_argument("--selection", default="final",
+                        help="--rows: the round whose metrics fill the cells (final, "
+                        "best_test, last10_test, best_val, best_val_full)")
             print(f"figures: written to {HERE / 'figures'}")
+    if not args.tables and not args.rows:
+        parser.error("name a table, figures, or --rows")
+    if unknown := [name for name in args.tables if name not in (*TABLES, "figures")]:
+        parser.error(f"unknown tables {unknown}: expected {', '.join(sorted(TABLES))} or figures")
+    if args.rows:
+        if args.write:
+            parser.error("--write takes named tables only (your own table is printed)")
+        like = TABLES[args.like] if args.like else None
+        columns = args.columns or (like.columns if like else None)
+        if not columns:
+            parser.error("--rows needs --like TABLE or --columns")
+        try:
+            table = own_table(args.rows, columns, like.selection if like and not args.columns
+                              else args.selection)
+        except ValueError as err:
+            parser.error(str(err))
+        print(render(table, args.seeds, args.runs, args.cached_only) + "\n")
+    status = 0
             continue
-        write_section(name, render(TABLES[name], args.seeds, args.runs, args.cached_only))
+        markdown = render(TABLES[name], args.seeds, args.runs, args.cached_only)
+        print(f"<!-- {name} -->\n{markdown}\n")
+        if not args.write:
+            continue
+        if missing := not_run_rows(markdown):
+            print(f"{name}: not written: {len(missing)} rows not run ({', '.join(missing[:3])}"
+                  f"{', ...' if len(missing) > 3 else ''}); the README keeps its table. Run "
+                  "them (without --cached-only) to write it", file=sys.stderr)
+            status = 1
+            continue
+        write_section(name, markdown)
         print(f"{name}: written to {HERE / 'README.md'}")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

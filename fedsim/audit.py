@@ -43,6 +43,9 @@ from fedsim.spec import METHOD_TASKS, load_file, resolve
 
 FILE = "audit.json"
 TEST_FRACTION = 0.2
+# The recommendation datasets with user attributes (fedsim/data: Interactions.user_attributes).
+ATTRIBUTE_DATASETS = {"movielens-100k": "gender, age_30, age_group, occupation",
+                      "synthetic-rec": "gender, age_group"}
 THREAT_MODEL = {
     "federated": "user embeddings are private to the clients and never leave them; this audit "
                  "models an attacker who has obtained them (not what the server of the run sees)",
@@ -55,10 +58,7 @@ def load_user_embeddings(run_dir: str | Path) -> tuple[dict[str, Any], np.ndarra
                                                        dict[str, Any]]:
     """(spec, user ids, embeddings [len(ids), d], where they came from) of a finished run."""
     run_dir = Path(run_dir)
-    config = run_dir / "config.toml"
-    if not config.is_file():
-        raise FileNotFoundError(f"{config} does not exist: {run_dir} is not a fedsim run folder")
-    spec = resolve({**load_file(config), "out_dir": str(run_dir.resolve())})
+    spec = run_spec(run_dir)
     if METHOD_TASKS[spec["method"]] != "recommendation":
         raise ValueError(f"method = {spec['method']!r} is not a recommendation method: it has "
                          "no user embeddings to audit")
@@ -94,9 +94,22 @@ def load_user_embeddings(run_dir: str | Path) -> tuple[dict[str, Any], np.ndarra
         **source, "kind": "federated", "from": "private store", "users_without_state": missing}
 
 
+def run_spec(run_dir: Path) -> dict[str, Any]:
+    """The resolved spec of the run in `run_dir` (its config.toml)."""
+    config = Path(run_dir) / "config.toml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} does not exist: {run_dir} is not a fedsim run folder")
+    return resolve({**load_file(config), "out_dir": str(Path(run_dir).resolve())})
+
+
 def audit_run(run_dir: str | Path, attributes: list[str] | None = None,
               seeds: int = 5) -> dict[str, Any]:
     """Attack every requested attribute (default: all the dataset has); write audit.json."""
+    ran = run_spec(Path(run_dir))
+    if METHOD_TASKS[ran["method"]] == "recommendation" and ran["dataset"] not in ATTRIBUTE_DATASETS:
+        raise ValueError(f"dataset {ran['dataset']!r} has no user attributes to attack; datasets "
+                         "that have them: " + "; ".join(f"{name} ({names})" for name, names in
+                                                        ATTRIBUTE_DATASETS.items()))
     spec, users, embeddings, source = load_user_embeddings(run_dir)
     known = load_federation(spec).dataset.user_attributes
     attributes = attributes or sorted(known)

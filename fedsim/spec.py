@@ -129,10 +129,14 @@ SCHEMA: dict[str, Key] = {
                            "many rounds' evaluation (and the last round's); the sampled ones at "
                            "every evaluation. Full ranking scores every item for every user.",
                            low=1, high=100_000),
-    "data_dir": Key("", "Directory holding the dataset folders; empty = FEDSIM_DATA_DIR, then the "
-                    "user cache (~/.cache/fedsim)."),
+    "data_dir": Key("", "Directory holding the dataset folders, the only place looked at when set "
+                    "(no fallback, no download); empty = FEDSIM_DATA_DIR, then the user cache "
+                    "(~/.cache/fedsim), then a download into the cache."),
     "out_dir": Key("", "Where results go; empty = runs/<method>-<dataset>-<time> under the current "
                    "directory. Use an absolute path with `flwr run` (its cwd is the SuperLink's)."),
+    "tensorboard": Key(False, "Also write each round's metrics as TensorBoard scalars to "
+                       "<out_dir>/tensorboard (needs the tensorboard package: pip install "
+                       "'fedsim[tensorboard]')."),
     # --- data preparation ----------------------------------------------------------------
     "data.seed": Key(42, "Seed of the data preparation: sampled test/validation negatives "
                      "(recommendation), train/test split (tabular). 42 as the FedRecGEL authors.",
@@ -463,6 +467,10 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
             raise SpecError(f"--set {item!r}: expected key=value, e.g. --set fedncf.server_lr=0.01")
+    except IsADirectoryError:
+        hint = (f"; to continue the run in it: fedsim run --resume {path}"
+                if (path / "config.toml").is_file() else "")
+        raise SpecError(f"spec file {path} is a directory, not a TOML file{hint}") from None
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
@@ -488,11 +496,22 @@ def to_toml(spec: Mapping[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def markdown_reference() -> str:
-    """The key reference written to docs/spec.md."""
+def tables() -> list[str]:
+    """The spec's tables (the part of a key before the dot), in schema order."""
+    return list(dict.fromkeys(name.rpartition(".")[0] for name in SCHEMA if "." in name))
+
+
+def markdown_reference(table: str | None = None) -> str:
+    """The key reference written to docs/spec.md; with `table`, only that table's keys (a
+    heading and the rows, for ``fedsim keys TABLE``)."""
+    if table is not None and table not in tables():
+        raise SpecError(f"no spec table {table!r}: expected one of {', '.join(tables())}")
     rows = ["| key | default | allowed | meaning |", "|---|---|---|---|"]
     for name, key in SCHEMA.items():
-        rows.append(f"| `{name}` | `{key.default!r}` | {key.allowed()} | {key.doc} |")
+        if table is None or name.startswith(table + "."):
+            rows.append(f"| `{name}` | `{key.default!r}` | {key.allowed()} | {key.doc} |")
+    if table is not None:
+        return f"# [{table}] keys\n\n" + "\n".join(rows) + "\n"
     return ("# Experiment spec keys\n\nGenerated from `fedsim/spec.py` by `python -m fedsim.spec`; "
             "do not edit by hand.\nA spec TOML sets any of these; tables are the part before the "
             "dot (`[fedncf] server_lr = 0.01`).\n\n" + "\n".join(rows) + "\n")

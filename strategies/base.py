@@ -17,8 +17,9 @@ experiments need:
   followed after every round by an optional ``on_checkpoint(round, arrays)`` hook;
 - robustness: every phase waits at most ``round_timeout`` seconds; clients that fail, time out or
   send a malformed update (non-finite values, wrong shapes, item ids out of range, more than
-  ``max_reply_bytes``) are left out and counted; a training round whose valid replies fall below
-  ``min_replies`` (a fraction of the clients asked) does not count: the model stays as it was;
+  ``max_reply_bytes``) are left out and counted (one warning line per round); a training round
+  without valid replies, or whose valid replies fall below ``min_replies`` (a fraction of the
+  clients asked), does not count: the model stays as it was;
 - node sums: where a subclass declares a phase's aggregation a sum (:meth:`sum_rule`), each
   node checks its clients' replies and sends their sum (:mod:`fedsim.node_sums`); the replies
   the strategy collects are then sums of several clients (:class:`fedsim.node_sums.Sum`), which
@@ -49,6 +50,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import time
 from collections.abc import Callable, Iterable
 from logging import INFO, WARNING
@@ -144,6 +146,8 @@ class PartitionedStrategy(Strategy):
         self._round: dict[str, Any] = {}
         self._ray_nodes: set[str] = set()  # Ray nodes that served this round's replies
         self._eval_start = 0.0  # when this round's evaluation phase began
+        # This round's failures: kind -> reason pattern -> (first reason, clients)
+        self._reasons: dict[str, dict[str, tuple[str, list[int]]]] = {}
         self._round_start = time.perf_counter()
 
     # --- hooks for subclasses ------------------------------------------------------------------
@@ -302,9 +306,11 @@ class PartitionedStrategy(Strategy):
         asked = sum(len(p) for p in self._addressed.values())
         phase, self._phase = self._phase, ""
         valid = sum(c.count if isinstance(c, Sum) else 1 for c in clients)
-        if phase == MessageType.TRAIN and valid < math.ceil(self.min_replies * asked):
-            log(WARNING, "only %d of %d clients replied validly (min_replies = %s): the round "
-                "does not count", valid, asked, self.min_replies)
+        # No valid reply at all is never a round that counts, whatever min_replies says.
+        if phase == MessageType.TRAIN and asked and valid < max(
+                1, math.ceil(self.min_replies * asked)):
+            self._reasons["skipped"] = {"": (f"only {valid} of {asked} clients replied "
+                                             f"validly (min_replies = {self.min_replies})", [])}
             self._round["skipped"] = 1
             return []
         return sorted(clients, key=first_partition)
@@ -338,9 +344,30 @@ class PartitionedStrategy(Strategy):
                 or self.check_reply(reply))
 
     def _count(self, kind: str, partitions: list[int], reason: str) -> None:
+        """Count failed or rejected clients; the round's one warning line names the reasons
+        (:meth:`_warn_round`), not one line per client."""
         self._round[kind] = self._round.get(kind, 0) + len(partitions)
-        log(WARNING, "%s: clients %s: %s", kind, partitions[:5],
-            str(reason).strip().splitlines()[-1:])
+        last_line = (str(reason).strip().splitlines() or ["no reason given"])[-1]
+        # Reasons that differ only in numbers (client ids, rounds, sizes) are one reason,
+        # shown as its first occurrence.
+        self._reasons.setdefault(kind, {}).setdefault(
+            re.sub(r"\d+", "N", last_line), (last_line, []))[1].extend(partitions)
+
+    def _warn_round(self, record: dict[str, Any]) -> None:
+        """One warning line per round that had failed or rejected clients or did not count:
+        the counts and the two commonest reasons, each with some of its clients."""
+        parts = []
+        for kind, label in (("failures", "failed"), ("rejected", "rejected")):
+            reasons = sorted(self._reasons.get(kind, {}).values(), key=lambda r: -len(r[1]))
+            if record[kind]:
+                parts.append(f"{record[kind]} clients {label} (" + "; ".join(
+                    f"{reason} [clients {', '.join(map(str, sorted(clients)[:3]))}"
+                    f"{', ...' if len(clients) > 3 else ''}]" for reason, clients in reasons[:2])
+                    + (f"; {len(reasons) - 2} other reasons" if len(reasons) > 2 else "") + ")")
+        if record["skipped"]:
+            parts.append(f"the round does not count: {self._reasons['skipped'][''][0]}")
+        if parts:
+            log(WARNING, "round %s: %s", record["round"], "; ".join(parts))
 
     # --- the loop ------------------------------------------------------------------------------
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
@@ -406,6 +433,7 @@ class PartitionedStrategy(Strategy):
         record = {"round": server_round, **self._round, **metrics,
                   "failures": self._round.get("failures", 0),
                   "rejected": self._round.get("rejected", 0),
+                  "skipped": self._round.get("skipped", 0),
                   **{f"bytes_{k}": v for k, v in self.bytes.items()},
                   **{f"physical_bytes_{k}": v for k, v in self.physical_bytes.items()},
                   "ray_nodes": len(self._ray_nodes),
@@ -413,12 +441,13 @@ class PartitionedStrategy(Strategy):
                   **self._phase_seconds(server_round),
                   "round_seconds": time.perf_counter() - self._round_start}
         self.history.append(record)
+        self._warn_round(record)
         if self.on_round is not None:
             self.on_round(record)
         if metrics:
             log(INFO, "round %s: %s", server_round,
                 ", ".join(f"{k}={v:.4f}" for k, v in list(metrics.items())[:4]))
-        self._round, self._ray_nodes = {}, set()
+        self._round, self._ray_nodes, self._reasons = {}, set(), {}
         self._round_start = time.perf_counter()
         return MetricRecord(metrics) if metrics else None
 

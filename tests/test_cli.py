@@ -18,6 +18,7 @@ def fedsim(*args: str, cwd=None) -> subprocess.CompletedProcess:
      ["num_clients", "100000", "500"]),
     (["missing.toml"], ["missing.toml", "does not exist"]),
     (["--set", "dataset=filmtrust", "--data-dir", "nowhere"], ["ratings.txt", "FEDSIM_DATA_DIR"]),
+    (["."], ["spec file .", "is a directory"]),  # not an IsADirectoryError traceback
 ])
 def test_bad_input_fails_fast_with_a_named_reason(args, words, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no cached copy of any dataset

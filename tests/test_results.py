@@ -69,3 +69,49 @@ def test_noise_floor_pairs_each_final_gap_with_its_floor():
     assert summary["noise_floor"] == {"dp_global": {"value": 0.05, "floor": 0.02},
                                       "dp_local_max": {"value": 0.3, "floor": 0.25}}
     assert build_summary(SPEC, HISTORY, "hr@10", 7, 1.0)["noise_floor"] is None
+
+
+def test_every_figure_of_the_summary_has_its_round_and_rule():
+    summary = build_summary(SPEC, HISTORY, "hr@10", 7, 1.0)
+    assert summary["final_round"] == 3
+    assert summary["best_test"]["rule"] == "highest hr@10 of the rounds after round 0"
+    assert (summary["trained_rounds"], summary["skipped_rounds"]) == (3, 0)
+
+
+FAIR = resolve({"dataset": "adult", "method": "fedfact_post", "model": "logreg",
+                "partitioner": "iid", "num_clients": 5, "rounds": 5,
+                "fedfact.pretrain_rounds": 2, "fedfact.variant": "g"})
+
+
+def fair_round(number: int, accuracy: float, gap: float, floor: float = 0.0) -> dict:
+    return {"round": number, "accuracy": accuracy, "dp_pop_global": gap,
+            "dp_pop_global_floor": floor, "dp_global": 2 * gap}
+
+
+def test_a_fairness_run_selects_among_rounds_that_meet_its_constraints():
+    history = [fair_round(0, 0.70, 0.20), fair_round(1, 0.83, 0.18),
+               fair_round(2, 0.84, 0.18),  # the best accuracy: the unfair FedAvg pretraining
+               fair_round(3, 0.80, 0.05), fair_round(4, 0.79, 0.012, floor=0.004),
+               fair_round(5, 0.78, 0.009)]
+    best = build_summary(FAIR, history, "accuracy", 5, 1.0)["best_test"]
+    assert best["round"] == 4  # 0.012 <= xi 0.01 + its noise floor 0.004; round 3 is not fair
+    assert best["rule"] == ("highest accuracy of the rounds >= 3 meeting dp_pop_global <= 0.01 "
+                            "+ dp_pop_global_floor")
+    unfair = [fair_round(r, 0.8 + r / 100, 0.2) for r in range(6)]
+    best = build_summary(FAIR, unfair, "accuracy", 5, 1.0)["best_test"]
+    assert best["round"] == 5 and best["rule"].startswith("final round: none of the rounds >= 3")
+    # gl: the local constraint counts too (the worst client's gap).
+    both = {**FAIR, "fedfact.variant": "gl"}
+    history[4]["dp_pop_local_max"], history[5]["dp_pop_local_max"] = 0.5, 0.005
+    assert build_summary(both, history, "accuracy", 5, 1.0)["best_test"]["round"] == 5
+    # FairFed states no bound: its final round, saying so.
+    fairfed = build_summary({**FAIR, "method": "fairfed"}, history, "accuracy", 5, 1.0)
+    assert fairfed["best_test"]["round"] == 5 and "no fairness bound" in \
+        fairfed["best_test"]["rule"]
+
+
+def test_curves_draw_each_metric_once():
+    from fedsim.runner.results import curve_keys
+
+    history = [{"round": 0, "accuracy": 0.5, "dp_global": 0.1, "train_loss": 1.0}]
+    assert curve_keys("accuracy", history) == ["accuracy", "dp_global", "train_loss"]

@@ -110,3 +110,42 @@ def test_a_cached_run_is_reused_across_placement_but_not_across_math():
     older = {k: v for k, v in spec.items() if k != "eval_full_every"}
     assert tables.same_run(older, spec)
     assert not tables.same_run(older, {**spec, "eval_full_every": 7})
+
+
+def _cache_eisam_runs(runs: Path, rows) -> None:
+    for row in rows:
+        spec, out = tables.run_dir(row, 0, runs)
+        out.mkdir(parents=True)
+        metrics = {name: 0.5 for name in tables.EISAM_COLUMNS}
+        (out / "summary.json").write_text(json.dumps({"spec": spec, "best_val": {"metrics": metrics}}))
+
+
+def test_tables_print_by_default_and_write_only_complete_tables(tmp_path, monkeypatch, capsys):
+    written = []
+    monkeypatch.setattr(tables, "write_section", lambda name, markdown: written.append(name))
+    rows = tables.TABLES["eisam"].rows
+    _cache_eisam_runs(tmp_path, rows[:2])  # the third row has not run
+    args = ["eisam", "--cached-only", "--seeds", "0", "--runs", str(tmp_path)]
+    assert tables.main(args) == 0 and not written  # printed, not written
+    assert "| EISAM E1 | 0.5000" in capsys.readouterr().out
+    assert tables.main([*args, "--write"]) == 1 and not written  # "not run" never written
+    assert "eisam: not written: 1 rows not run (EISAM E2)" in capsys.readouterr().err
+    _cache_eisam_runs(tmp_path, rows[2:])
+    assert tables.main([*args, "--write"]) == 0 and written == ["eisam"]
+
+
+def test_a_table_of_ones_own_run_folders_and_specs(tmp_path, capsys):
+    folder = tmp_path / "my-run"
+    folder.mkdir()
+    (folder / "summary.json").write_text(json.dumps(
+        {"spec": {"data.protocol": "clean"}, "final": {"accuracy": 0.81, "dp_global": 0.02}}))
+    spec_row = tmp_path / "mine.toml"
+    spec_row.write_text('dataset = "synthetic-tabular"\nmethod = "fedavg"\nmodel = "logreg"\n'
+                        'partitioner = "iid"\nnum_clients = 4\n')
+    runs = tmp_path / "runs"
+    assert tables.main(["--rows", str(folder), str(spec_row), "--columns", "accuracy",
+                        "dp_global", "--cached-only", "--seeds", "0", "--runs", str(runs)]) == 0
+    out = capsys.readouterr().out
+    assert "| my-run | 0.8100 | 0.0200 |" in out and "| mine | not run | not run |" in out
+    with __import__("pytest").raises(SystemExit):
+        tables.main(["--rows", str(tmp_path / "nothing"), "--columns", "accuracy"])

@@ -1,8 +1,9 @@
 """Finding, downloading and verifying raw dataset files.
 
 A raw file is described by a :class:`RemoteFile` (its path relative to a data directory, the canonical URL and
-its sha256). :func:`locate` looks for it in the data directories (explicit ``data_dir``, then
-``$FEDSIM_DATA_DIR``, then the user cache) and, when it is nowhere, downloads it into the user cache.
+its sha256). :func:`locate` looks for it in the data directories and, when it is nowhere, downloads it into the user cache.
+An explicit ``data_dir`` (``--data-dir``, the spec's ``data_dir``) is the only place looked at: a run never
+reads other data than the folder it names. Without one: ``$FEDSIM_DATA_DIR``, then the user cache.
 Every problem with the input is reported as a :class:`DataError` that says what is missing and how to fix it.
 """
 
@@ -40,8 +41,11 @@ def cache_dir() -> Path:
 
 
 def resolve_data_dirs(data_dir: str | Path | None) -> list[Path]:
-    """Directories searched for raw files, in order: data_dir, $FEDSIM_DATA_DIR, the user cache."""
-    dirs = [Path(data_dir)] if data_dir is not None else []
+    """Directories searched for raw files: an explicit data_dir alone; else $FEDSIM_DATA_DIR,
+    then the user cache."""
+    if data_dir is not None:
+        return [Path(data_dir)]
+    dirs = []
     if os.environ.get(ENV_VAR):
         dirs.append(Path(os.environ[ENV_VAR]))
     dirs.append(cache_dir())
@@ -100,7 +104,8 @@ def _download(file: RemoteFile, dest: Path) -> None:
 
 
 def locate(file: RemoteFile, data_dir: str | Path | None = None, download: bool = True) -> Path:
-    """Path of a verified local copy of `file`, downloading it into the user cache when it is nowhere."""
+    """Path of a verified local copy of `file`, downloading it into the user cache when it is nowhere
+    (never when `data_dir` is given: that folder is the only place looked at)."""
     dirs = resolve_data_dirs(data_dir)
     for directory in dirs:
         candidate = directory / file.path
@@ -113,6 +118,13 @@ def locate(file: RemoteFile, data_dir: str | Path | None = None, download: bool 
         f"(set {ENV_VAR} or pass --data-dir / data_dir=<dir>); canonical URL: {file.url}"
         + (f" (member {file.member})" if file.member else "")
     )
+    if data_dir is not None:
+        raise DataError(
+            f"{Path(data_dir) / file.path} does not exist: an explicit data dir is the only place searched "
+            f"(not {ENV_VAR}, not the cache, no download). Fix: put {Path(file.path).name} there, or leave "
+            f"--data-dir / data_dir empty to search {ENV_VAR} and the cache; canonical URL: {file.url}"
+            + (f" (member {file.member})" if file.member else "")
+        )
     if not download:
         raise DataError(f"{file.path} not found in: {searched}; downloading is disabled. Fix: {fix}")
     dest = cache_dir() / file.path

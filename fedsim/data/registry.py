@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Literal
 
 from fedsim.data import recommendation, synthetic, tabular
-from fedsim.data.files import ENV_VAR, DataError, RemoteFile
+from fedsim.data.files import ENV_VAR, DataError, RemoteFile, locate
 from fedsim.data.interactions import Interactions
 from fedsim.data.tabular import Tabular
 
@@ -95,3 +95,11 @@ def _load_cached(
     if info.files:
         return info.loader(data_dir, **dict(kwargs))
     return info.loader(**dict(kwargs))
+
+
+def data_files(name: str, data_dir: str | Path | None = None) -> list[dict[str, str]]:
+    """The raw files dataset `name` reads (none for generated ones): for each, its path relative to a
+    data dir ("file"), the absolute path found with `data_dir` as :func:`load_dataset` finds it, and its
+    sha256 (every file is checked against it when found, so this is the content that was read)."""
+    return [{"file": file.path, "path": str(locate(file, data_dir, download=False).resolve()),
+             "sha256": file.sha256} for file in DATASETS[name].files]

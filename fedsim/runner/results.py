@@ -4,7 +4,9 @@
 - ``metrics.jsonl``: one JSON object per round (round 0 = the initial model), appended and
   flushed at the end of each round, so a crash loses at most the round in progress;
 - ``summary.json``: the stable contract other tools read (see docs/results.md), written at the end;
-- ``curves.png``: learning curves of the headline metrics.
+- ``curves.png``: learning curves of the headline metrics;
+- ``tensorboard/``: with the spec's ``tensorboard = true``, every round's numbers as TensorBoard
+  scalars (step = round).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any, Callable, Mapping
 
 from fedsim import __version__
 from fedsim.privacy import budget
-from fedsim.spec import to_toml
+from fedsim.spec import SpecError, to_toml
 
 SUMMARY_VERSION = 1
 
@@ -27,15 +29,18 @@ class RunRecorder:
 
     def __init__(self, out_dir: Path, spec: Mapping[str, Any], headline: str,
                  on_record: Callable[[dict[str, Any]], None] | None = None,
-                 resume_round: int | None = None):
+                 resume_round: int | None = None,
+                 data_files: list[dict[str, str]] | None = None):
         """A new run (config.toml written, metrics.jsonl started) or, with `resume_round`, the
         continuation of the run in `out_dir`: its records up to that round are kept, later
-        ones (written after its last checkpoint) dropped, and wall time continues."""
+        ones (written after its last checkpoint) dropped, and wall time continues.
+        `data_files` (path and sha256 of each raw file read) goes to summary.json."""
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.spec = dict(spec)
         self.headline = headline
         self.on_record = on_record
+        self.data_files = data_files or []
         self.history: list[dict[str, Any]] = []
         self.started = time.perf_counter()
         metrics = self.out_dir / "metrics.jsonl"
@@ -47,29 +52,60 @@ class RunRecorder:
             metrics.write_text("".join(json.dumps(r) + "\n" for r in self.history))
             self.started -= self.history[-1]["wall_seconds"] if self.history else 0.0
         self._metrics = metrics.open("a")
+        self._tensorboard = (tensorboard_writer(self.out_dir / "tensorboard", resume_round)
+                             if self.spec.get("tensorboard") else None)
 
     def on_round(self, record: dict[str, Any]) -> None:
         record = {**record, "wall_seconds": time.perf_counter() - self.started}
         self.history.append(record)
         self._metrics.write(json.dumps(_finite(record)) + "\n")
         self._metrics.flush()
+        if self._tensorboard is not None:
+            for name, value in record.items():
+                if (name != "round" and isinstance(value, (int, float))
+                        and not isinstance(value, bool) and math.isfinite(value)):
+                    self._tensorboard.add_scalar(name, value, global_step=record["round"])
+            self._tensorboard.flush()
         if self.on_record is not None:
             self.on_record(record)
 
     def finish(self, num_clients: int) -> dict[str, Any]:
         self._metrics.close()
+        if self._tensorboard is not None:
+            self._tensorboard.close()
         summary = build_summary(self.spec, self.history, self.headline, num_clients,
-                                wall_seconds=time.perf_counter() - self.started)
+                                wall_seconds=time.perf_counter() - self.started,
+                                data_files=self.data_files)
         (self.out_dir / "summary.json").write_text(json.dumps(_finite(summary), indent=2) + "\n")
         plot_curves(self.history, self.headline, self.out_dir / "curves.png")
         return summary
 
 
+def require_tensorboard() -> type:
+    """torch's TensorBoard SummaryWriter class; SpecError when the tensorboard package (which
+    the writer imports) is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError as err:
+        raise SpecError(f"tensorboard = true needs the tensorboard package ({err}): pip install "
+                        "'fedsim[tensorboard]', or set tensorboard = false") from None
+    return SummaryWriter
+
+
+def tensorboard_writer(path: Path, resume_round: int | None = None) -> Any:
+    """A SummaryWriter on `path`; a resumed run first drops the steps after `resume_round`
+    (written after its last checkpoint)."""
+    return require_tensorboard()(str(path), purge_step=None if resume_round is None
+                                 else resume_round + 1)
+
+
 def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headline: str,
-                  num_clients: int, wall_seconds: float) -> dict[str, Any]:
+                  num_clients: int, wall_seconds: float,
+                  data_files: list[dict[str, str]] | None = None) -> dict[str, Any]:
     evaluated = [r for r in history if headline in r]
     last = history[-1] if history else {}
     final = next((r for r in reversed(history) if headline in r), {})
+    trained = [r for r in history if r["round"] >= 1 and not r.get("skipped")]
     return {
         "schema_version": SUMMARY_VERSION,
         "fedsim_version": __version__,
@@ -92,12 +128,19 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
            for k in ("up", "down", "eval_up", "eval_down")},
         "failures": sum(r.get("failures", 0) for r in history),
         "rejected": sum(r.get("rejected", 0) for r in history),
+        # Training rounds that changed the model; 0 = the run trained nothing (its "final" is
+        # the initial model), which `fedsim run` reports as an error.
+        "trained_rounds": len(trained),
+        "skipped_rounds": sum(1 for r in history if r.get("skipped")),
         "privacy": budget(spec, last.get("privacy_releases", 0)),
+        "data_files": list(data_files or []),
         "final": _metrics_only(final),
+        "final_round": final.get("round"),
         # Classification: each gap of the final round beside the gap an exactly fair classifier
         # would measure on the same test rows (fedsim/metrics/fairness.py noise_floors).
         "noise_floor": _noise_floor(final),
-        "best_test": _best(evaluated, headline),
+        "best_test": (_best_meeting_constraints(evaluated, headline, spec)
+                      if spec["method"] in FAIRNESS_METHODS else _best(evaluated, headline)),
         "last10_test": _mean_of_last(evaluated, LAST_ROUNDS),
         "best_val": _best([r for r in evaluated if f"val_{headline}" in r], f"val_{headline}"),
         # Full ranking may be computed at fewer rounds (eval_full_every): the clean protocol
@@ -106,6 +149,14 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
                                f"val_{headline}_full"),
         "spec": dict(spec),
     }
+
+
+def untrained(summary: Mapping[str, Any]) -> str:
+    """Why a run whose summary has no trained round is an error."""
+    return (f"no training round counted ({summary['failures']} client failures, "
+            f"{summary['rejected']} rejected replies, {summary['skipped_rounds']} of "
+            f"{summary['rounds']} rounds below min_replies or without a valid reply): its "
+            "results are the initial model's; the warnings and metrics.jsonl say per round")
 
 
 _BOOKKEEPING = {"round", "failures", "rejected", "skipped", "bytes_up", "bytes_down",
@@ -148,13 +199,60 @@ def _noise_floor(record: Mapping[str, Any]) -> dict[str, dict[str, float]] | Non
             for gap, floor in floors.items()} or None
 
 
-def _best(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+def _best(records: list[dict[str, Any]], key: str, rule: str = "") -> dict[str, Any] | None:
     """Round with the highest `key` after round 0 (the first such round on ties)."""
     candidates = [r for r in records if r["round"] > 0 and not math.isnan(r[key])]
     if not candidates:
         return None
     best = max(candidates, key=lambda r: r[key])
-    return {"round": best["round"], "selected_on": key, "metrics": _metrics_only(best)}
+    return {"round": best["round"], "selected_on": key,
+            "rule": rule or f"highest {key} of the rounds after round 0",
+            "metrics": _metrics_only(best)}
+
+
+# Fairness methods: a round is selected for what the method is for, not for accuracy alone.
+FAIRNESS_METHODS = ("fedfact_post", "fedfact_in", "fairfed", "fedfb")
+
+
+def fairness_constraints(spec: Mapping[str, Any]) -> dict[str, float]:
+    """{gap metric: bound} of the constraints a fairness method promises: FedFACT's, in the
+    group-vs-population form it constrains (global: xi_global, local: xi_local at every client,
+    so the worst client's gap), for its variant; {} for a method with no stated bound (FairFed,
+    FedFB)."""
+    if spec["method"] not in ("fedfact_post", "fedfact_in"):
+        return {}
+    gap = f"{spec['fedfact.criterion']}_pop"
+    variant = spec["fedfact.variant"]
+    return {**({f"{gap}_global": spec["fedfact.xi_global"]} if "g" in variant else {}),
+            **({f"{gap}_local_max": spec["fedfact.xi_local"]} if "l" in variant else {})}
+
+
+def _best_meeting_constraints(records: list[dict[str, Any]], headline: str,
+                              spec: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A fairness run's best_test: the highest `headline` among the rounds of the method's
+    fair model (FedFACT post: after its FedAvg pretraining) whose test gaps meet its
+    constraints, each bound widened by the gap's noise floor where the round reports one
+    ("<gap>_floor": what an exactly fair classifier measures on these test rows); the final
+    round when no round meets them or the method states no bound."""
+    first = spec["fedfact.pretrain_rounds"] + 1 if spec["method"] == "fedfact_post" else 1
+    constraints = fairness_constraints(spec)
+    final = next((r for r in reversed(records) if r["round"] >= first), None)
+    if final is None:
+        return None
+    stage = f"rounds >= {first}" if first > 1 else "rounds after round 0"
+    if not constraints:
+        return {"round": final["round"], "selected_on": "final",
+                "rule": f"final round ({spec['method']} states no fairness bound to select on)",
+                "metrics": _metrics_only(final)}
+    bounds = ", ".join(f"{gap} <= {bound:g} + {gap}_floor" for gap, bound in constraints.items())
+    meeting = [r for r in records if r["round"] >= first and all(
+        gap in r and r[gap] <= bound + r.get(f"{gap}_floor", 0.0)
+        for gap, bound in constraints.items())]
+    if not meeting:
+        return {"round": final["round"], "selected_on": "final",
+                "rule": f"final round: none of the {stage} met {bounds}",
+                "metrics": _metrics_only(final)}
+    return _best(meeting, headline, f"highest {headline} of the {stage} meeting {bounds}")
 
 
 def _finite(value: Any) -> Any:
@@ -171,7 +269,7 @@ def curve_keys(headline: str, history: list[dict[str, Any]]) -> list[str]:
     wanted = [headline, f"val_{headline}", headline.replace("hr", "ndcg"), f"{headline}_full",
               f"{headline}_tail", "dp_global", "dp_local_max", "train_loss"]
     present = set().union(*history) if history else set()
-    return [k for k in wanted if k in present]
+    return [k for k in dict.fromkeys(wanted) if k in present]  # each once ("accuracy")
 
 
 def plot_curves(history: list[dict[str, Any]], headline: str, path: Path) -> None:

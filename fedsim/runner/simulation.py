@@ -23,8 +23,8 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsim.federation import load_federation
 from fedsim.protocol import nodes_for
-from fedsim.runner.checkpoint import load_checkpoint
-from fedsim.runner.experiment import default_out_dir, run_on_grid
+from fedsim.runner.experiment import default_out_dir, prepare_out_dir, run_on_grid
+from fedsim.runner.results import require_tensorboard
 
 
 def backend_config(spec: Mapping[str, Any]) -> dict[str, Any]:
@@ -39,18 +39,22 @@ def backend_config(spec: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def simulate(spec: Mapping[str, Any], out_dir: str | Path | None = None,
-             on_record: Callable[[dict[str, Any]], None] | None = None, resume: bool = False
-             ) -> tuple[dict[str, Any], Path]:
+             on_record: Callable[[dict[str, Any]], None] | None = None, resume: bool = False,
+             overwrite: bool = False) -> tuple[dict[str, Any], Path]:
     """Run `spec` to the end (with `resume`, from the checkpoint in `out_dir`); return its
-    summary and the directory holding the results."""
+    summary and the directory holding the results. A new run needs an absent or empty folder;
+    `overwrite` deletes a previous run's files there first
+    (:func:`~fedsim.runner.experiment.prepare_out_dir`)."""
     from flwr.simulation import run_simulation
 
     from fedsim.app.client_app import app as client_app
 
     federation = load_federation(spec)
     out = Path(out_dir or spec["out_dir"] or default_out_dir(spec)).resolve()
-    if resume:
-        load_checkpoint(out)  # fail before Ray starts if there is nothing to resume
+    if spec["tensorboard"]:
+        require_tensorboard()
+    # Before Ray starts: nothing to resume, or a folder holding results, fails in a second.
+    prepare_out_dir(out, resume, overwrite)
     summary: dict[str, Any] = {}
     server_app = ServerApp()
 
