@@ -404,14 +404,14 @@ def cell(values: list[float]) -> str:
     return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
 
 
+NOT_RUN = "not run"
+
+
 def render(table: Table, seeds: list[int], runs: Path, cached_only: bool = False) -> str:
     """The table's markdown, running what is not cached; with `cached_only`, from cached runs
     alone, a row missing any seed shown as "not run"."""
     lines = [f"{table.title}; mean ± std over seeds {', '.join(map(str, seeds))}.", "",
              "| run | " + " | ".join(table.columns) + " |",
-NOT_RUN = "not run"
-
-
              "|---|" + "---|" * len(table.columns)]
     for row in table.rows:
         cells = [row_cell(row, column, table.selection, seeds, runs, cached_only)
@@ -420,11 +420,6 @@ NOT_RUN = "not run"
     return "\n".join(lines)
 
 
-def _pick(summary: dict, column: str, selection: str) -> float:
-    """A column's value in a summary: "metric" at the table's selection, or
-    "selection:metric" at its own ("final", "best_test", "last10_test", "best_val",
-    "best_val_full")."""
-    selection, _, metric = column.rpartition(":") if ":" in column else (selection, "", column)
 def row_cell(row: Row, column: str, selection: str, seeds: list[int], runs: Path,
              cached_only: bool) -> str:
     """One cell: over the seeds' runs of a spec row; from the run itself for a run-folder row
@@ -464,14 +459,17 @@ def own_table(paths: list[Path], columns: list[str], selection: str) -> Table:
                  columns=columns, selection=selection)
 
 
+def _pick(summary: dict, column: str, selection: str) -> float:
+    """A column's value in a summary: "metric" at the table's selection, or
+    "selection:metric" at its own ("final", "best_test", "last10_test", "best_val",
+    "best_val_full")."""
+    selection, _, metric = column.rpartition(":") if ":" in column else (selection, "", column)
     record = summary[selection] if selection == "final" else summary[selection]["metrics"]
     return record[metric]
 
 
 def write_section(name: str, markdown: str, readme: Path = HERE / "README.md") -> None:
     text = readme.read_text()
-    if metric.endswith("_floor") and metric not in record:
-        return float("nan")  # a run from before the noise floors (fedsim/metrics/fairness.py)
     begin, end = f"<!-- begin:{name} -->", f"<!-- end:{name} -->"
     if begin not in text:
         text += f"\n{begin}\n{end}\n"
@@ -560,11 +558,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=Path("runs/tables"))
     parser.add_argument("--cached-only", action="store_true",
                         help='render from cached runs only, rows not run marked "not run"')
-    args = parser.parse_args(argv)
-    for name in args.tables:
-        if name == "figures":
-            for label in pareto_figure(args.seeds, args.runs):
-                print(f"figures: not run yet, left out: {label}")
     parser.add_argument("--write", action="store_true",
                         help="write each complete table into experiments/README.md (a table "
                         'with a "not run" cell is not written; exit 1)')
@@ -577,7 +570,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--selection", default="final",
                         help="--rows: the round whose metrics fill the cells (final, "
                         "best_test, last10_test, best_val, best_val_full)")
-            print(f"figures: written to {HERE / 'figures'}")
+    args = parser.parse_args(argv)
     if not args.tables and not args.rows:
         parser.error("name a table, figures, or --rows")
     if unknown := [name for name in args.tables if name not in (*TABLES, "figures")]:
@@ -596,6 +589,11 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(str(err))
         print(render(table, args.seeds, args.runs, args.cached_only) + "\n")
     status = 0
+    for name in args.tables:
+        if name == "figures":
+            for label in pareto_figure(args.seeds, args.runs):
+                print(f"figures: not run yet, left out: {label}")
+            print(f"figures: written to {HERE / 'figures'}")
             continue
         markdown = render(TABLES[name], args.seeds, args.runs, args.cached_only)
         print(f"<!-- {name} -->\n{markdown}\n")

@@ -456,6 +456,10 @@ def load_file(path: str | Path) -> dict[str, Any]:
             return flatten(tomllib.load(handle))
     except FileNotFoundError:
         raise SpecError(f"spec file {path} does not exist") from None
+    except IsADirectoryError:
+        hint = (f"; to continue the run in it: fedsim run --resume {path}"
+                if (path / "config.toml").is_file() else "")
+        raise SpecError(f"spec file {path} is a directory, not a TOML file{hint}") from None
     except tomllib.TOMLDecodeError as err:
         raise SpecError(f"spec file {path} is not valid TOML: {err}") from None
 
@@ -467,10 +471,6 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
         name, sep, raw = item.partition("=")
         if not sep or not name.strip():
             raise SpecError(f"--set {item!r}: expected key=value, e.g. --set fedncf.server_lr=0.01")
-    except IsADirectoryError:
-        hint = (f"; to continue the run in it: fedsim run --resume {path}"
-                if (path / "config.toml").is_file() else "")
-        raise SpecError(f"spec file {path} is a directory, not a TOML file{hint}") from None
         try:
             value = tomllib.loads(f"v = {raw.strip()}")["v"]
         except tomllib.TOMLDecodeError:
