@@ -19,6 +19,10 @@ Reply content:
 - ConfigRecord "client-errors": "<partition>" -> reason, for logical clients that failed;
 - ConfigRecord "runtime": where the node computed the reply, for observability only (no
   strategy's math reads it): "ray-node" = the Ray node id when a Ray actor ran the ClientApp.
+
+Where the strategy aggregates a phase as a sum, its instructions carry a sum rule ("sum.*" keys
+in "config") and the node replies with one checked sum of its clients instead of per-client
+arrays and metrics (layout and checks: :mod:`fedsim.node_sums`).
 """
 
 from __future__ import annotations
