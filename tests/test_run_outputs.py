@@ -174,3 +174,29 @@ def test_check_validates_a_spec_without_running_it(tmp_path, capsys):
     spec.write_text('rounds = 2\n')
     assert cli.main(["check", str(spec)]) == 0
     assert capsys.readouterr().out.startswith("ok: fedncf on synthetic-rec, 500 clients")
+
+
+class _Context:
+    def __init__(self, run_config: dict):
+        self.run_config = run_config
+
+
+def test_the_serverapp_fails_a_bad_spec_before_waiting_for_nodes(capsys):
+    """Under `flwr run`: one line naming the key, and the run fails (grid never touched)."""
+    from fedsim.app import server_app
+
+    with pytest.raises(server_app.RunFailed, match="rounds = 0"):
+        server_app.main(None, _Context({"rounds": 0}))
+    assert capsys.readouterr().out == ("fedsim: error: rounds = 0: expected an int in "
+                                       "[1, 100000]\n")
+
+
+def test_the_serverapp_fails_a_run_that_trained_nothing(tmp_path):
+    from fedsim.app import server_app
+
+    config = {**resolve({"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
+                         "partitioner": "iid", "num_clients": 4, "rounds": 2, "nodes": 2,
+                         "faults.rate": 1.0}), "out_dir": str(tmp_path / "run")}
+    with pytest.raises(server_app.RunFailed, match="no training round counted"):
+        server_app.main(FakeGrid(client_app, 2), _Context(config))
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["trained_rounds"] == 0
