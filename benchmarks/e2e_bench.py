@@ -96,6 +96,15 @@ def phases(records: list[dict], wall: float, rounds: int) -> dict[str, float]:
     return out
 
 
+def project(phase: dict[str, float], rounds: int, full_every: int) -> float:
+    """Seconds of a `rounds`-round run from the measured phases: start-up, round 0, middle
+    rounds, and the last round's time for every round that computes full ranking."""
+    full = sum(1 for r in range(1, rounds) if r % full_every == 0) + 1
+    return (phase["start-up and the rest"] + phase["round 0 (evaluation, full ranking)"]
+            + (rounds - full) * phase["middle round, both"]
+            + full * phase["last round (training + full ranking)"])
+
+
 def best(records: list[dict], key: str = "hr@10") -> tuple[int, float]:
     scored = [r for r in records if r["round"] > 0 and key in r]
     top = max(scored, key=lambda r: r[key])
@@ -112,7 +121,8 @@ def main() -> None:
     parser.add_argument("--skip-loop", action="store_true")
     parser.add_argument("--skip-framework", action="store_true")
     args = parser.parse_args()
-    spec = resolve({**load_file(args.spec), **parse_set(args.set), "rounds": args.rounds})
+    spec = resolve({**load_file(args.spec), **parse_set(args.set)})
+    full_run, spec = spec["rounds"], {**spec, "rounds": args.rounds}
     print(f"{args.spec}: {spec['method']} on {spec['dataset']}, {args.rounds} rounds, fraction "
           f"{spec['fraction']}, eval_every {spec['eval_every']}, eval_full_every "
           f"{spec['eval_full_every']}, nodes {spec['nodes']}", flush=True)
@@ -149,6 +159,9 @@ def main() -> None:
         f"{'%d: %.4f' % best(ways[n][1]):>14s}" for n in names))
     print(f"{'peak memory, process tree (GiB)':40s}" + "".join(
         f"{ways[n][2] / 2**30:14.2f}" for n in names))
+    projected = {n: project(table[n], full_run, spec["eval_full_every"]) for n in names}
+    print(f"{'projected %d rounds (s)' % full_run:40s}" + "".join(
+        f"{projected[n]:14.1f}" for n in names))
     if len(names) == 2:
         loop, fed = ways["plain loop"], ways["fedsim"]
         ratio = lambda phase: table["plain loop"][phase] / table["fedsim"][phase] if (
@@ -156,7 +169,8 @@ def main() -> None:
         print(f"\nplain loop / fedsim: end to end {loop[0] / fed[0]:.2f}x, training round "
               f"{ratio('training round'):.2f}x, sampled evaluation "
               f"{ratio('sampled evaluation'):.2f}x, middle round {ratio('middle round, both'):.2f}x;"
-              f" best hr@10 differs by {abs(best(loop[1])[1] - best(fed[1])[1]) * 100:.2f} points")
+              f" best hr@10 differs by {abs(best(loop[1])[1] - best(fed[1])[1]) * 100:.2f} points;"
+              f" projected {full_run} rounds {projected['plain loop'] / projected['fedsim']:.2f}x")
 
 
 if __name__ == "__main__":

@@ -53,6 +53,7 @@ class FedNCFClient:
         self.head_fraction = spec["data.head_fraction"]
         self.full_every, self.rounds = spec["eval_full_every"], spec["rounds"]
         self._last_sample: tuple[int, tuple] = (-1, ())
+        self._initial: Arrays | None = None  # first-contact private state, once drawn
 
     # --- the round sample -----------------------------------------------------------------
     def round_sample(self, server_round: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,10 +109,14 @@ class FedNCFClient:
         saved = state.load()
         if saved is not None:
             return saved
-        # First contact: N(0, 0.01²) user embeddings, seeded by (seed, partition) like every draw.
-        rng = np.random.default_rng([self.seed, self.partition_id, 0xE4B])
-        return {name: rng.normal(0, 0.01, (len(self.users), self.user_widths[name]))
-                .astype(np.float32) for name in self.backbone.USER_TABLES}
+        # First contact: N(0, 0.01²) user embeddings, seeded by (seed, partition) like every draw;
+        # drawn once per process (client objects are cached): every evaluation round asks for
+        # the users not trained yet, and a generator costs more than a copy.
+        if self._initial is None:
+            rng = np.random.default_rng([self.seed, self.partition_id, 0xE4B])
+            self._initial = {name: rng.normal(0, 0.01, (len(self.users), self.user_widths[name]))
+                             .astype(np.float32) for name in self.backbone.USER_TABLES}
+        return {name: table.copy() for name, table in self._initial.items()}
 
     # --- message handlers ---------------------------------------------------------------------
     def train(self, shared: Arrays, own: Arrays, state, server_round: int

@@ -156,3 +156,16 @@ def test_a_malformed_node_sum_is_rejected_with_all_its_clients(monkeypatch, capl
     assert history[1]["train_clients"] == 20 - hosted_with_0
     assert all(np.isfinite(p.numpy()).all() for p in strategy.params.values())
     assert "node sum: summed 'head.weight' is not a finite float array" in caplog.text
+
+
+def test_metric_sums_leave_out_clients_with_arrays_or_non_finite_metrics():
+    """The recommenders' evaluation: a rule without arrays sums the metric table at once."""
+    metrics = {p: {"hr@10": float(p), "n": 1.0} for p in range(5)}
+    metrics[3]["hr@10"] = float("nan")
+    arrays = {p: {} for p in range(5)}
+    arrays[1] = {"scores": np.ones(2)}
+    total, rejected, uploaded = node_sum(SumRule(), arrays, metrics, {}, {})
+    assert sorted(rejected) == [1, 3] and "not finite" in rejected[3], rejected
+    assert total.partitions == [0, 2, 4] and total.weight == 3 and uploaded == 16
+    assert total.metrics == {"hr@10": 6.0, "n": 3.0}
+    assert node_sum(SumRule(), {0: {}}, {0: {"n": float("inf")}}, {}, {})[0] is None
