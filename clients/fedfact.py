@@ -13,7 +13,11 @@ Two stages, told apart by the round number (both sides know ``fedfact.pretrain_r
   projected gradient steps on its local duals μ_k (variants "l", "gl") and replies the gradient
   of its smoothed objective Ĥ'_k in the global duals λ (variants "g", "gl").
 Evaluation with λ in the shared arrays predicts with the attribute-aware calibrated classifier
-argmax_j (M(a, k)ᵀ η̂(x))_j of this client (Thm. 5): a personalised classifier per client.
+argmax_j (M(a, k)ᵀ η̂(x))_j of this client (Thm. 5): a personalised classifier per client. With
+``fedfact.smoothing = "logsumexp"`` (the authors' OptFair code) the dual objective smooths the
+max by β·logsumexp(·/β) and the classifier is randomised, P(Ŷ=j | x, a) = softmax((M(a, k)ᵀ
+η̂(x)) / β)_j; its evaluation replies its expected confusion counts (the mean over draws of its
+labels), and at stationary duals it meets the constraints exactly on the training rows.
 
 μ_k lives in the node's private state and never enters a reply; only ∇_λ goes up.
 Our choices (not fixed by the paper): η̂ is the FedAvg score with per-(group, client) class
@@ -33,7 +37,7 @@ import torch
 from clients.fedavg import FedAvgClient
 from fedsim.fairness import calibration as cal
 from fedsim.federation import load_federation
-from fedsim.metrics import confusion_counts
+from fedsim.metrics import expected_confusion_counts
 
 Arrays = dict[str, np.ndarray]
 LAMBDA = "fedfact.lambda"
@@ -91,6 +95,7 @@ class FedFACTPostClient(FedFACTClient):
         super().__init__(spec, partition_id)
         self.pretrain_rounds = spec["fedfact.pretrain_rounds"]
         self.beta = spec["fedfact.beta"]
+        self.smoothing = spec["fedfact.smoothing"]
         self.local_steps = spec["fedfact.local_steps"]
         choice = spec["fedfact.group_calibration"]
         self.group_calibration = choice == "on" or (choice == "auto" and self.criterion != "dp")
@@ -123,7 +128,7 @@ class FedFACTPostClient(FedFACTClient):
         def objective(lam_t: torch.Tensor, mu_t: torch.Tensor) -> torch.Tensor:
             return cal.client_objective(lam_t, mu_t, **problem, client_share=client_share,
                                         xi_global=self.xi_global, xi_local=self.xi_local,
-                                        beta=self.beta)
+                                        beta=self.beta, smoothing=self.smoothing)
 
         if "l" in self.variant:
             # ∇_μ Ĥ'_k is 1/p_k times the local disparity: one more p_k gives the ν_k step.
@@ -146,11 +151,19 @@ class FedFACTPostClient(FedFACTClient):
         """Plain FedAvg evaluation before the duals exist; calibrated predictions after."""
         if LAMBDA not in shared:
             return super().evaluate(shared, own, state, server_round)
-        problem = self._problem(shared, self.x_test, self.s_test)
+        probabilities = self.predict_proba(shared, state, self.x_test, self.s_test)
+        counts = expected_confusion_counts(self.y_test, probabilities, self.s_test,
+                                           self.num_classes, self.num_groups)
+        if self.smoothing == "softmax":  # one-hot predictions: exact integer counts
+            counts = np.rint(counts).astype(np.int64)
+        return {"confusion": counts}, {"num-examples": len(self.y_test)}
+
+    def predict_proba(self, shared: Arrays, state, x: np.ndarray, s: np.ndarray) -> np.ndarray:
+        """P(Ŷ=j | row) [rows, classes] of this client's calibrated classifier (duals λ from
+        `shared`, μ_k from `state`) on rows x with groups s; one-hot for the deterministic one."""
+        problem = self._problem(shared, x, s)
         lam = torch.from_numpy(np.asarray(shared[LAMBDA], np.float64))
         cost = cal.cost_matrix(lam, torch.from_numpy(self._mu(state, lam.shape[1])),
                                problem["d_global"], problem["d_local"], problem["group_share"])
-        predicted = cal.calibrated_scores(problem["eta"], problem["groups"], cost).argmax(1)
-        counts = confusion_counts(self.y_test, predicted.numpy(), self.s_test, self.num_classes,
-                                  self.num_groups)
-        return {"confusion": counts}, {"num-examples": len(self.y_test)}
+        scores = cal.calibrated_scores(problem["eta"], problem["groups"], cost)
+        return cal.prediction_probabilities(scores, self.beta, self.smoothing).numpy()

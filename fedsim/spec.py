@@ -309,7 +309,18 @@ SCHEMA: dict[str, Key] = {
     "fedfact.bound": Key(5.0, "FedFACT: radius B_d of the L1 ball the duals are projected onto.",
                          low=0.0, high=1e6, low_open=True),
     "fedfact.beta": Key(0.1, "FedFACT post: temperature of the smoothed max in the dual "
-                        "objective.", low=0.0, high=100.0, low_open=True),
+                        "objective (and of the randomised prediction with smoothing = "
+                        "'logsumexp'); the paper's 0.1 for softmax, OptFair's 0.02 (DP) for "
+                        "logsumexp.", low=0.0, high=100.0, low_open=True),
+    "fedfact.smoothing": Key("softmax", "FedFACT post: smoothed max of the dual objective and "
+                             "the classifier it prices. softmax = the paper's sigma_beta "
+                             "(softmax-weighted mean) with hard argmax predictions; logsumexp = "
+                             "beta * logsumexp(z / beta) with randomised predictions softmax(z / "
+                             "beta), evaluated by their expected confusion counts (the authors' "
+                             "OptFair code): at stationary duals that classifier meets the "
+                             "constraints exactly in-sample, where sigma_beta's hard argmax "
+                             "overshoots (fedsim/fairness/calibration.py).",
+                             ("softmax", "logsumexp")),
     "fedfact.dual_lr": Key(0.2, "FedFACT: step size of the dual updates (server lambda; client "
                            "mu_k, taken on mu_k / p_k).", low=0.0, high=1e6, low_open=True),
     "fedfact.group_calibration": Key("auto", "FedFACT post: shift the model's class scores per "

@@ -138,23 +138,56 @@ def calibrated_scores(eta: torch.Tensor, groups: torch.Tensor, cost: torch.Tenso
     return torch.einsum("naj,na->nj", under_each, own_group)
 
 
-def smoothed_max(z: torch.Tensor, beta: float) -> torch.Tensor:
-    """σ_β(z) = Σ_j softmax(z/β)_j z_j per row (brief §2.3): a smooth max, exact as β → 0."""
-    return (torch.softmax(z / beta, dim=-1) * z).sum(-1)
+SMOOTHINGS = ("softmax", "logsumexp")
+
+
+def smoothed_max(z: torch.Tensor, beta: float, smoothing: str = "softmax") -> torch.Tensor:
+    """A smooth max of each row of z, exact as β → 0.
+
+    "softmax": σ_β(z) = Σ_j softmax(z/β)_j z_j (the paper's, brief §2.3), a lower bound of the
+    max. "logsumexp": β log Σ_j exp(z_j / β) (the authors' OptFair code), an upper bound, whose
+    gradient in z is softmax(z/β): the prediction probabilities of the randomised classifier
+    :func:`prediction_probabilities` gives. So the gradient of the dual objective in a dual is
+    minus that classifier's (plug-in) disparity plus ξ, and at a stationary point of the duals
+    that classifier meets the constraints exactly on the rows the objective averages over.
+    σ_β's gradient weights softmax(z/β)_j (1 + (z_j − σ_β)/β) are not a distribution over
+    classes: no classifier's disparity is priced, and the hard argmax overshoots.
+    """
+    if smoothing == "softmax":
+        return (torch.softmax(z / beta, dim=-1) * z).sum(-1)
+    if smoothing == "logsumexp":
+        return beta * torch.logsumexp(z / beta, dim=-1)
+    raise ValueError(f"smoothing = {smoothing!r}: expected one of {SMOOTHINGS}")
+
+
+def prediction_probabilities(scores: torch.Tensor, beta: float, smoothing: str = "softmax"
+                             ) -> torch.Tensor:
+    """P(Ŷ = j | row) of the calibrated classifier from its scores (Mᵀη)_j: [n, classes].
+
+    "softmax": the paper's deterministic h_k = argmax_j (one-hot; ties to the lowest class);
+    "logsumexp": OptFair's randomised classifier, softmax(scores / β).
+    """
+    if smoothing == "logsumexp":
+        return torch.softmax(scores / beta, dim=-1)
+    if smoothing == "softmax":
+        return torch.nn.functional.one_hot(scores.argmax(-1), scores.shape[-1]).to(scores.dtype)
+    raise ValueError(f"smoothing = {smoothing!r}: expected one of {SMOOTHINGS}")
 
 
 def client_objective(lam: torch.Tensor, mu: torch.Tensor, eta: torch.Tensor,
                      groups: torch.Tensor, d_global: torch.Tensor, d_local: torch.Tensor,
                      group_share: torch.Tensor, client_share: float, xi_global: float,
-                     xi_local: float, beta: float) -> torch.Tensor:
+                     xi_local: float, beta: float, smoothing: str = "softmax") -> torch.Tensor:
     """Ĥ'_k(λ, μ_k) of brief §2.3: mean σ_β(Mᵀη) + ξ_g‖λ‖₁ + (ξ_l / p_k)‖μ_k‖₁.
+
+    σ_β is :func:`smoothed_max` with `smoothing` ("softmax": the paper's; "logsumexp": OptFair's).
 
     Σ_k p_k Ĥ'_k is the smoothed empirical dual objective; its gradient in λ is minus the
     (smoothed, plug-in) disparity plus ξ, so descending it raises the dual of a violated
     constraint. Duals are non-negative, so ‖·‖₁ is their sum.
     """
     cost = cost_matrix(lam, mu, d_global, d_local, group_share)
-    data_term = smoothed_max(calibrated_scores(eta, groups, cost), beta).mean()
+    data_term = smoothed_max(calibrated_scores(eta, groups, cost), beta, smoothing).mean()
     return data_term + xi_global * lam.sum() + xi_local / client_share * mu.sum()
 
 
