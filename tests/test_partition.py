@@ -331,3 +331,22 @@ def test_dirichlet_capped_errors():
                          max_tries=5)
     with pytest.raises(ValueError, match="alpha=0 is invalid"):
         dirichlet_capped(np.zeros(10), 2, alpha=0, seed=0)
+
+
+def test_federation_cuts_train_and_test_together_with_dirichlet_capped():
+    """Through a spec: one partition over train and test rows, so every client holds at least
+    partition.min_per_value rows of each group over its two splits (not in each split)."""
+    from fedsim.federation import load_federation
+    from fedsim.spec import resolve
+
+    spec = resolve({"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
+                    "partitioner": "dirichlet_capped", "num_clients": 6, "partition.alpha": 1.0,
+                    "partition.min_per_value": 80})
+    federation = load_federation(spec)
+    data = federation.dataset
+    both = np.concatenate([data.s_train, data.s_test])
+    expected = dirichlet_capped(both, 6, alpha=1.0, seed=spec["seed"], min_per_value=80)
+    n_train = len(data.s_train)
+    for train, test, part in zip(federation.train_parts, federation.test_parts, expected):
+        np.testing.assert_array_equal(np.concatenate([train, test + n_train]), part)
+        assert np.bincount(both[part], minlength=2).min() >= 80
