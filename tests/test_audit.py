@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from fedsim.app.client_app import app as client_app
-from fedsim.app.private_store import read_version
+from fedsim.app.private_store import SUFFIX, read_version
 from fedsim.audit import load_user_embeddings
 from fedsim.cli import main
 from fedsim.federation import load_federation
@@ -33,7 +33,7 @@ def test_audit_of_a_fedncf_run_reads_the_private_store(tmp_path, capsys):
     # NeuMF's user tables side by side: GMF (32) and MLP (32 * 2**2) embeddings.
     assert embeddings.shape == (500, 32 + 128)
     first_of_client_3 = load_federation(resolve(FEDNCF)).train_parts[3][0]
-    saved = read_version(sorted((out / "client_state").glob("*/3/r*.pkl"))[-1])
+    saved = read_version(sorted((out / "client_state").glob(f"*/3/r*{SUFFIX}"))[-1])
     assert np.array_equal(embeddings[users == first_of_client_3][0, :32],
                           saved["user_gmf.weight"][0])
 

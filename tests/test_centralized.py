@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from fedsim.app.client_app import _client
-from fedsim.app.private_store import read_version
+from fedsim.app.private_store import SUFFIX, read_version
 from fedsim.centralized.registry import make_trainer
 from fedsim.centralized.trainer import pooled_means
 from fedsim.federation import load_federation
@@ -135,7 +135,7 @@ def test_a_resumed_single_client_run_keeps_the_adam_moments(data_dir, tmp_path):
     straight = flower_run({**SPEC, "rounds": 4, "eval_every": 4}, tmp_path / "straight")
     flower_run({**SPEC, "rounds": 2, "eval_every": 4}, tmp_path / "resumed")
     store = tmp_path / "resumed" / "client_state"
-    saved = sorted(store.glob("*/0/r*.pkl"))
+    saved = sorted(store.glob(f"*/0/r*{SUFFIX}"))
     assert [p.stem for p in saved] == ["r000001", "r000002"]
     moments = read_version(saved[-1])
     assert float(moments["0.step"][0]) == 2 * 24  # 2 epochs of ceil(98,114 / 4,096) steps

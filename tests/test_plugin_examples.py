@@ -15,6 +15,7 @@ from pathlib import Path
 from flwr.app import Context, RecordDict
 
 from fedsim.app.client_app import app as client_app
+from fedsim.app.private_store import SUFFIX
 from tests.fake_grid import FakeGrid
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
@@ -50,7 +51,7 @@ def test_fedfact_post_example_pretrains_then_calibrates(data_dir, tmp_path, caps
     gaps = _printed(capsys.readouterr().out, "dp_global")
     assert set(gaps) == {0, 1, 2, 3}
     assert gaps[3] < 0.7 * gaps[2]  # one dual round already narrows FedAvg's gap
-    assert any((tmp_path / "7").rglob("r*.pkl"))  # the clients' private duals, in state-dir
+    assert any((tmp_path / "7").rglob(f"r*{SUFFIX}"))  # the clients' private duals, in state-dir
 
 
 def test_fedrecgel_example_trains_and_evaluates(data_dir, tmp_path, capsys):
@@ -60,4 +61,4 @@ def test_fedrecgel_example_trains_and_evaluates(data_dir, tmp_path, capsys):
     assert kinds.count("query.rows") == kinds.count("train") > 0  # item-sparse training
     hits = _printed(capsys.readouterr().out, "hr@10")
     assert set(hits) == {0, 1} and 0 < hits[1] <= 1
-    assert any((tmp_path / "7").rglob("r*.pkl"))  # user embeddings stayed with the clients
+    assert any((tmp_path / "7").rglob(f"r*{SUFFIX}"))  # user embeddings stayed with the clients

@@ -15,8 +15,8 @@ def test_a_round_sees_the_newest_earlier_version_and_the_last_two_are_kept(tmp_p
     # Training in round 9 again (a replay after a crash) reads round 4's state, not its own.
     assert store(8, 9).load()["u"][0, 0] == 4
     assert store(9, None).load()["step"][0] == 9.0
-    assert sorted(p.name for p in (tmp_path / "run" / "7").iterdir()) == ["r000004.pkl",
-                                                                         "r000009.pkl"]
+    assert sorted(p.name for p in (tmp_path / "run" / "7").iterdir()) == [
+        "r000004.safetensors", "r000009.safetensors"]
     with pytest.raises(RuntimeError, match="must not change"):
         store(9, None).save({"u": np.zeros((1, 2))})
     assert PrivateStore(tmp_path, "other-run", 7, 9, None).load() is None
