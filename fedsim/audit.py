@@ -11,7 +11,7 @@ and for binary attributes the AUC of the attacker that orients itself on its sha
 Where the embeddings come from:
 
 - federated recommendation (fedncf, fedmf, fedrecgel): user embeddings are private. Each client
-  keeps them in its node-local store (``state_dir/<run id>/<partition>/r*.pkl``,
+  keeps them in its node-local store (``state_dir/<run id>/<partition>/r*.safetensors``,
   :mod:`fedsim.app.private_store`) and they never reach the server. The audit reads every
   client's newest version (the backbone's user tables side by side: NeuMF's GMF and MLP
   embeddings), so it models an attacker who has obtained them (a compromised device or store,
