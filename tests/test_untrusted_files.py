@@ -119,7 +119,8 @@ def framed(header: str, data: bytes = b"") -> bytes:
     (framed('{"a":{"dtype":"F64","shape":[-1],"data_offsets":[0,8]}}', bytes(8)),
      "non-negative integers"),
     (framed("[" * 100_000), "recursion"),
-])
+], ids=["short", "header-length", "not-an-object", "bad-json", "dtype", "size", "past-the-end",
+        "negative", "deep-nesting"])
 def test_a_malformed_state_file_is_a_one_line_error_naming_it(tmp_path, data, reason):
     path = tmp_path / f"r000001{SUFFIX}"
     path.write_bytes(data)
