@@ -16,6 +16,8 @@ from fedsim.spec import SpecError, resolve
 from strategies.fedncf import per_item_mean_gradient
 from tests.helpers import private_arrays, run_fake
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
 REC = {"dataset": "synthetic-rec", "rounds": 2, "fraction": 0.05, "eval_every": 2, "nodes": 4}
 
 
