@@ -317,10 +317,23 @@ def test_dirichlet_capped_properties(data, num_rows, num_values, alpha, seed):
     assert len(parts) == num_clients
     held = np.array([np.bincount(column[part], minlength=num_values) for part in parts])
     assert held.min() >= min_per_value
-    # The soft cap: a client holding >= n / N rows of the earlier values gets none of the next.
-    before = np.cumsum(held, axis=1) - held
-    assert np.all(held[before >= num_rows / num_clients] == 0)
+    # The soft cap: a client holding >= n / N rows of the earlier values gets none of the next
+    # (the last client one at most: the cumulative shares may sum to 1 - 1e-16, as the authors').
+    before = np.cumsum(held, axis=1) - held  # [clients, values]
+    capped = before >= num_rows / num_clients
+    assert np.all(held[:-1][capped[:-1]] == 0) and np.all(held[-1][capped[-1]] <= 1)
     assert_same(parts, dirichlet_capped(column, num_clients, **settings_))
+
+
+def test_dirichlet_capped_keeps_the_authors_float_artefact():
+    """Found by hypothesis: the shares of the open clients sum to just below 1, so the capped
+    last client still gets one row of value 2 (103 rows >= 273 / 3 before it), as the authors'."""
+    column = np.random.default_rng(7706).integers(0, 3, 273)
+    parts = dirichlet_capped(column, 3, alpha=0.3, seed=7706, min_per_value=1)
+    theirs = authors_sampler(column, 3, 0.15, 1, np.random.default_rng(7706))
+    assert_same(parts, [np.sort(indices) for indices in theirs])
+    held = np.array([np.bincount(column[part], minlength=3) for part in parts])
+    np.testing.assert_array_equal(held, [[60, 7, 59], [10, 1, 32], [13, 90, 1]])
 
 
 def test_dirichlet_capped_errors():

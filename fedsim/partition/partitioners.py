@@ -180,7 +180,9 @@ def dirichlet_capped(
     is kept when every client holds at least ``min_per_value`` rows of every value; else all
     is redrawn. So the cap is the authors' soft one: a client reaching n / num_clients receives
     no rows of later values (with two values and ``min_per_value`` >= 1, a kept split has every
-    client below n / num_clients rows of the first value), not a hard bound on its size.
+    client below n / num_clients rows of the first value), not a hard bound on its size. As in
+    the authors' code, when the cumulative shares sum to just below 1 in floating point, the
+    last client receives one row of a value even if capped.
 
     ``alpha`` is the concentration itself: the authors' code draws Dir(2 * alpha) for their
     alpha (FedFACT's Dir(0.5) is Dir(1.0) here). One partition over a train and a test set
