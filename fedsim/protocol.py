@@ -9,8 +9,10 @@ client: each logical client gets its own rows, keeps its own private state and s
 upload. With one client per node this is plain Flower.
 
 Instruction content:
-- ConfigRecord "config": "server-round", "partition-ids" (the addressed logical clients), plus
-  the strategy's ``message_config`` (fedsim puts the experiment spec there);
+- ConfigRecord "config": "server-round", "partition-ids" (the addressed logical clients),
+  "deadline" (Unix time, server's clock: reply by then; clients not finished by then are
+  reported failed, see :mod:`fedsim.app.client_app`), plus the strategy's ``message_config``
+  (fedsim puts the experiment spec there);
 - ArrayRecord "arrays" (optional): arrays every addressed client receives (e.g. the model);
 - ArrayRecord "client-arrays" (optional): per-client arrays, packed by :func:`pack_arrays`.
 Reply content:
@@ -41,6 +43,7 @@ CLIENT_METRICS = "client-metrics"
 CLIENT_ERRORS = "client-errors"
 RUNTIME = "runtime"
 PARTITIONS = "partition-ids"
+DEADLINE = "deadline"
 INDEX = "|index"  # suffix of the key of a packed array's index (pack_arrays)
 PARTITIONS_SUFFIX = "|partitions"  # suffix of the key of a packed metric's clients (pack_metrics)
 

@@ -15,7 +15,10 @@ experiments need:
 - the round loop: Flower's sequence (configure/aggregate train, configure/aggregate evaluate,
   ``evaluate_fn``) preceded by a round-0 evaluation, startable at any round (``start_round``) and
   followed after every round by an optional ``on_checkpoint(round, arrays)`` hook;
-- robustness: every phase waits at most ``round_timeout`` seconds; clients that fail, time out or
+- robustness: every phase waits at most ``round_timeout`` seconds, and its instructions carry a
+  deadline (that timeout less :func:`reply_margin`) by which each node replies with the clients
+  that finished (the others failed: one slow client does not hold up its node's reply, see
+  :mod:`fedsim.app.client_app`); clients that fail, time out or
   send a malformed update (non-finite values, wrong shapes, item ids out of range, more than
   ``max_reply_bytes``) are left out and counted (one warning line per round); a training round
   without valid replies, or whose valid replies fall below ``min_replies`` (a fraction of the
@@ -64,8 +67,8 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from fedsim.node_sums import Sum, SumRule, is_sum, read_sum, reply_problem
 from fedsim.privacy import ClientAccountant
-from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, INDEX, PARTITIONS, SHARED, ClientReply,
-                             pack_arrays, ray_node, read_reply)
+from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, DEADLINE, INDEX, PARTITIONS, SHARED,
+                             ClientReply, pack_arrays, ray_node, read_reply)
 
 DISCOVER = f"{MessageType.QUERY}.discover"
 
@@ -238,10 +241,11 @@ class PartitionedStrategy(Strategy):
         if message_type == MessageType.TRAIN and self.accountant is not None:
             self.accountant.record(p for addressed in by_node.values() for p in addressed)
         messages = []
+        deadline = time.time() + self.round_timeout - reply_margin(self.round_timeout)
         for node, addressed in by_node.items():
             records: dict[str, Any] = {CONFIG: ConfigRecord({
-                "server-round": server_round, PARTITIONS: addressed, **summing,
-                **self.message_config})}
+                "server-round": server_round, PARTITIONS: addressed, DEADLINE: deadline,
+                **summing, **self.message_config})}
             if shared is not None:
                 records[SHARED] = shared
                 self.physical_bytes[direction] += shared_bytes
@@ -462,6 +466,13 @@ class PartitionedStrategy(Strategy):
         log(INFO, "\t%s: %d partitions on %d nodes, fraction_train=%s, seed=%s, "
             "evaluate_every=%s", type(self).__name__, self.num_partitions, self.num_nodes,
             self.fraction_train, self.seed, self.evaluate_every)
+
+
+def reply_margin(round_timeout: float) -> float:
+    """Seconds of ``round_timeout`` kept for a node's reply to reach the server (summing,
+    packing, transfer): 5%, at least 2 s, at most a quarter (a 4 s timeout gives the nodes a
+    3 s deadline, 8 s one of 6 s, an hour one of 57 min)."""
+    return min(max(2.0, 0.05 * round_timeout), 0.25 * round_timeout)
 
 
 def payload_bytes(content: RecordDict | ArrayRecord, physical: bool = False) -> int:

@@ -10,6 +10,20 @@ A logical client that raises is reported in the reply's "client-errors" record; 
 clients still reply. Injected faults (spec table ``faults``) strike training only, drawn from
 (seed, client, round) so that every run of a spec fails the same clients.
 
+Deadline: the server waits ``round_timeout`` for a node's one reply, so the deadline applies to
+each logical client, not to the node. Every instruction carries "deadline" in its config (Unix
+time by the server's clock: the round timeout less a margin for the reply to travel,
+:func:`strategies.base.reply_margin`); the node checks the clock before and after each client
+(each cohort pass), replies by then with the clients that finished, and reports the others
+failed with a reason that starts "deadline:". An injected straggler (``faults.kind =
+"straggler"``) is a client whose work starts ``faults.delay`` seconds after the node took up the
+message, its delay running beside the other clients' work (they are separate devices): the
+node computes the other clients first; it then waits until the delay is over and computes the
+stragglers, or, where the delay ends past the deadline, reports them failed at once (their
+result is known, and waiting would hold the node's Ray actor, and the messages of the nodes
+queued behind it, until the deadline; a deployment's round would last until the timeout, the
+results are the same).
+
 Where the instruction carries a sum rule (the strategy aggregates the phase as a sum), the node
 checks every client's reply, leaves out (and reports) the malformed ones and sends the sum of
 the rest instead of one reply per client (:mod:`fedsim.node_sums`).
@@ -23,6 +37,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import sys
 import time
 import traceback
@@ -39,8 +54,8 @@ from fedsim.federation import load_federation
 from fedsim.methods import METHODS
 from fedsim.node_sums import SumRule, node_sum, sum_content
 from fedsim.privacy import GaussianMechanism
-from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, PARTITIONS, SHARED, hosted_partitions,
-                             reply_content, unpack_arrays)
+from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, DEADLINE, PARTITIONS, SHARED,
+                             hosted_partitions, reply_content, unpack_arrays)
 from fedsim.spec import resolve
 
 app = ClientApp()
@@ -65,15 +80,16 @@ def state_root(spec: dict) -> Path:
     return Path(spec["state_dir"] or Path(spec["out_dir"]) / "client_state")
 
 
-def inject_fault(spec: dict, partition: int, server_round: int) -> None:
-    """Fail or straggle this client's training round with probability ``faults.rate``."""
+def inject_fault(spec: dict, partition: int, server_round: int) -> bool:
+    """Fail or straggle this client's training round with probability ``faults.rate``: raise
+    :class:`InjectedFault`, or return True for a straggler (its node delays it, see the module
+    docstring)."""
     rate = spec["faults.rate"]
     if rate == 0 or np.random.default_rng([spec["seed"], partition, server_round,
                                            0xFA17]).random() >= rate:
-        return
+        return False
     if spec["faults.kind"] == "straggler":
-        time.sleep(spec["faults.delay"])
-        return
+        return True
     raise InjectedFault(f"injected failure of client {partition} in round {server_round}")
 
 
@@ -101,6 +117,8 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
     config = msg.content.config_records[CONFIG]
     spec_json, server_round = str(config["spec"]), int(config["server-round"])
     spec, run_id = _spec(spec_json), str(config["run-id"])
+    started = time.time()
+    deadline = float(config[DEADLINE]) if DEADLINE in config else math.inf
     training = msg.metadata.message_type == MessageType.TRAIN
     # Training in round r starts from the state of round r - 1 and writes round r's; evaluation
     # of round r reads round r's and writes nothing.
@@ -111,34 +129,67 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
     own = (unpack_arrays(msg.content.array_records[CLIENT_ARRAYS])
            if CLIENT_ARRAYS in msg.content.array_records else {})
     arrays, metrics, errors = {}, {}, {}
-    ready = []  # (partition, client, store) of the clients that got past setup
+    ready, stragglers = [], []  # (partition, client, store) of the clients past setup
     for partition in config[PARTITIONS]:
         try:
-            if training:
-                inject_fault(spec, int(partition), server_round)
+            straggles = training and inject_fault(spec, int(partition), server_round)
             client = _client(spec_json, int(partition))
             store = PrivateStore(state_root(spec), run_id, int(partition), visible, write)
-            ready.append((partition, client, store))
+            (stragglers if straggles else ready).append((partition, client, store))
         except Exception:  # one failing client must not sink the others on its node
             errors[partition] = traceback.format_exc()
-    clients = [client for _, client, _ in ready]
-    if (batched is not None and spec["cohort"] and len(ready) > 1
-            and cohort.supports(clients, shared, training)):
-        try:
-            replies = batched(clients, shared, [own.get(p, {}) for p, _, _ in ready],
-                              [store for _, _, store in ready], server_round)
-            for (partition, _, _), (upload, values) in zip(ready, replies):
-                arrays[partition], metrics[partition] = upload, values
-            ready = []
-        except Exception:
-            print(f"cohort of {len(ready)} clients failed, running them one by one:\n"
-                  f"{traceback.format_exc()}", file=sys.stderr)
-    for partition, client, store in ready:
-        try:
-            arrays[partition], metrics[partition] = call(
-                client, shared, own.get(partition, {}), store, server_round)
-        except Exception:
-            errors[partition] = traceback.format_exc()
+
+    def late(partition) -> str:
+        return f"deadline: client {partition} had not finished by its node's reply deadline"
+
+    def compute(group: list) -> None:
+        """The replies of `group` into arrays/metrics; a client not finished by the deadline
+        into errors. Cohort mode computes the group in one pass, so the whole pass is late
+        or not; if it raises, the clients run one by one, so that a failing client fails
+        alone."""
+        clients = [client for _, client, _ in group]
+        if (batched is not None and spec["cohort"] and len(group) > 1
+                and cohort.supports(clients, shared, training) and time.time() < deadline):
+            try:
+                replies = batched(clients, shared, [own.get(p, {}) for p, _, _ in group],
+                                  [store for _, _, store in group], server_round)
+                in_time = time.time() <= deadline
+                for (partition, _, _), (upload, values) in zip(group, replies):
+                    if in_time:
+                        arrays[partition], metrics[partition] = upload, values
+                    else:
+                        errors[partition] = late(partition)
+                return
+            except Exception:
+                print(f"cohort of {len(group)} clients failed, running them one by one:\n"
+                      f"{traceback.format_exc()}", file=sys.stderr)
+        for partition, client, store in group:
+            if time.time() >= deadline:
+                errors[partition] = late(partition)
+                continue
+            try:
+                reply = call(client, shared, own.get(partition, {}), store, server_round)
+            except Exception:
+                errors[partition] = traceback.format_exc()
+                continue
+            if time.time() > deadline:
+                errors[partition] = late(partition)
+            else:
+                arrays[partition], metrics[partition] = reply
+
+    compute(ready)
+    if stragglers:
+        ends = started + spec["faults.delay"]
+        if ends > deadline:  # known to miss the deadline: reported now, not waited out
+            for partition, _, _ in stragglers:
+                errors[partition] = (f"deadline: injected straggler {partition} is delayed "
+                                     f"{spec['faults.delay']} s, past its node's reply "
+                                     f"deadline ({deadline - started:.1f} s away)")
+        else:
+            # Cohort mode too: the stragglers are a pass of their own once their delay is over
+            # (the delay comes before a straggler's contribution), in time or dropped whole.
+            time.sleep(max(0.0, ends - time.time()))
+            compute(stragglers)
     rule = SumRule.from_config(config)
     if rule is None:
         return Message(reply_content(arrays, metrics, errors, runtime_info()), reply_to=msg)
