@@ -27,9 +27,11 @@ from fedsim.spec import resolve
 from tests.fake_grid import FakeGrid
 
 # BPR-MF, the plain backbone (both AURL weights 0), on real data, 3 epochs = 3 rounds.
+# The centralized specs' split (RecBole's) and learning rate (experiments/centralized).
 SPEC = {"method": "aurl", "model": "bprmf", "dataset": "movielens-100k", "partitioner": "single",
         "fraction": 1.0, "nodes": 1, "rounds": 3, "seed": 7, "aurl.lambda_ga": 0.0,
-        "aurl.lambda_gu": 0.0, "central.dim": 32, "central.batch_size": 4096}
+        "aurl.lambda_gu": 0.0, "central.dim": 32, "central.batch_size": 4096,
+        "central.lr": 0.005, "data.protocol": "recbole"}
 
 
 @pytest.fixture(autouse=True)
@@ -126,7 +128,8 @@ def test_single_client_flower_run_equals_the_plain_training_loop(data_dir, tmp_p
         allowed[data.val_items[u]] = False
         hits.append((scores[u, allowed] >= scores[u, data.test_items[u]]).sum() - 1 < 10)
     assert last["hr@10_full"] == np.mean(hits)
-    assert last["hr@10_full"] > records[0]["hr@10_full"]  # it trained
+    # It trained: full-ranking HR@10 0.003 at round 0, 0.057 at round 3 (seed 7).
+    assert last["hr@10_full"] > records[0]["hr@10_full"] + 0.03
 
 
 def test_a_resumed_single_client_run_keeps_the_adam_moments(data_dir, tmp_path):
