@@ -41,3 +41,16 @@ def private_arrays(strategy) -> dict[int, dict[str, np.ndarray]]:
     for folder in sorted(Path(root).iterdir()) if root.is_dir() else []:
         latest[int(folder.name)] = read_version(sorted(folder.glob(f"r*{SUFFIX}"))[-1])
     return latest
+
+
+class MemoryStore:
+    """A private store that keeps one client's state in memory, across rounds."""
+
+    def __init__(self):
+        self.saved = None
+
+    def load(self):
+        return self.saved
+
+    def save(self, arrays):
+        self.saved = {k: np.array(v) for k, v in arrays.items()}

@@ -7,7 +7,7 @@ from clients import cohort
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
 from fedsim.spec import resolve
-from tests.helpers import private_arrays, run_fake
+from tests.helpers import MemoryStore, private_arrays, run_fake
 
 FILMTRUST = {"dataset": "filmtrust", "method": "fedrecgel", "fedrecgel.rho_sh": 0.05,
              "fedrecgel.rho_ns": 0.05}
@@ -18,19 +18,6 @@ def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
     too strict where a SAM-perturbed gradient has entries near 0)."""
     got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
     return float(np.linalg.norm(got - want) / max(np.linalg.norm(want), 1e-30))
-
-
-class MemoryStore:
-    """A private store that keeps one client's state in memory, across rounds."""
-
-    def __init__(self):
-        self.saved = None
-
-    def load(self):
-        return self.saved
-
-    def save(self, arrays):
-        self.saved = {k: np.array(v) for k, v in arrays.items()}
 
 
 def _messages(spec, partitions, server_round, full):

@@ -14,7 +14,7 @@ from fedsim.optim import perturbation, rowwise_perturbation, sam_gradient
 from fedsim.protocol import unpack_arrays
 from fedsim.spec import SpecError, resolve
 from strategies.fedncf import per_item_mean_gradient
-from tests.helpers import private_arrays, run_fake
+from tests.helpers import MemoryStore, private_arrays, run_fake
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
@@ -81,19 +81,6 @@ def reference_adam(table, grad, state, lr, betas=(0.9, 0.999), eps=1e-8):
     v = betas[1] * v + (1 - betas[1]) * grad * grad
     step = lr * (m / (1 - betas[0] ** t)) / ((v / (1 - betas[1] ** t)).sqrt() + eps)
     return table - step, (m, v, t)
-
-
-class MemoryStore:
-    """A private store holding one client's state in memory across rounds."""
-
-    def __init__(self):
-        self.saved = None
-
-    def load(self):
-        return self.saved
-
-    def save(self, arrays):
-        self.saved = {k: np.array(v) for k, v in arrays.items()}
 
 
 def _relative(got, want) -> float:
