@@ -42,7 +42,7 @@ class _Empty:
 
 def client_state() -> dict[str, np.ndarray]:
     """One FedNCF client's private state after a training step, keyed as the client saves it."""
-    client = METHODS["fedncf"].client(resolve({"dataset": "synthetic-rec"}), 0)
+    client = METHODS["fedncf"].client_class()(resolve({"dataset": "synthetic-rec"}), 0)
     tables = client.private_state(_Empty())
     params = [torch.from_numpy(table).requires_grad_() for table in tables.values()]
     optimizer = torch.optim.Adam(params)

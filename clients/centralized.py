@@ -16,7 +16,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from fedsim.centralized.registry import make_trainer
+from fedsim.methods.centralized import make_trainer
 from fedsim.federation import load_federation
 from fedsim.optim import load_adam, save_adam
 

@@ -34,12 +34,13 @@ import torch
 
 from fedsim.app.client_app import state_root
 from fedsim.app.private_store import PrivateStore
-from fedsim.centralized.registry import TRAINERS, make_trainer
 from fedsim.federation import load_federation
 from fedsim.metrics.attribute_inference import PROBES, attack
 from fedsim.models import backbone
+from fedsim.methods import METHODS
+from fedsim.methods.centralized import make_trainer
 from fedsim.runner.checkpoint import load_checkpoint
-from fedsim.spec import METHOD_TASKS, load_file, resolve
+from fedsim.spec import load_file, resolve
 
 FILE = "audit.json"
 TEST_FRACTION = 0.2
@@ -59,13 +60,13 @@ def load_user_embeddings(run_dir: str | Path) -> tuple[dict[str, Any], np.ndarra
     """(spec, user ids, embeddings [len(ids), d], where they came from) of a finished run."""
     run_dir = Path(run_dir)
     spec = run_spec(run_dir)
-    if METHOD_TASKS[spec["method"]] != "recommendation":
+    if METHODS[spec["method"]].task != "recommendation":
         raise ValueError(f"method = {spec['method']!r} is not a recommendation method: it has "
                          "no user embeddings to audit")
     checkpoint = load_checkpoint(run_dir)
     federation = load_federation(spec)
     source = {"round": checkpoint["round"]}
-    if spec["method"] in TRAINERS:
+    if METHODS[spec["method"]].trainer is not None:
         if federation.num_clients != 1:
             raise ValueError(f"{run_dir}: a centralized method with {federation.num_clients} "
                              "clients has no single set of user embeddings; audit single-client "
@@ -106,7 +107,7 @@ def audit_run(run_dir: str | Path, attributes: list[str] | None = None,
               seeds: int = 5) -> dict[str, Any]:
     """Attack every requested attribute (default: all the dataset has); write audit.json."""
     ran = run_spec(Path(run_dir))
-    if METHOD_TASKS[ran["method"]] == "recommendation" and ran["dataset"] not in ATTRIBUTE_DATASETS:
+    if METHODS[ran["method"]].task == "recommendation" and ran["dataset"] not in ATTRIBUTE_DATASETS:
         raise ValueError(f"dataset {ran['dataset']!r} has no user attributes to attack; datasets "
                          "that have them: " + "; ".join(f"{name} ({names})" for name, names in
                                                         ATTRIBUTE_DATASETS.items()))

@@ -7,66 +7,25 @@ Flower's ``--run-config`` passes to the ServerApp, and what ``[tool.flwr.app.con
 pyproject.toml declares (a test keeps that table equal to :data:`SCHEMA`'s defaults, because
 ``flwr run`` refuses overrides of keys it does not declare).
 
-``docs/spec.md`` is generated from :data:`SCHEMA` (``python -m fedsim.spec``), so the docs and
-the checks cannot drift apart.
+The key table is the core keys below plus each method's own keys, declared in its descriptor
+(fedsim/methods/). ``docs/spec.md`` and pyproject.toml's ``[tool.flwr.app.config]`` are generated
+from :data:`SCHEMA` (``python -m fedsim.spec --write``; tests/test_spec.py checks both), so the
+docs, ``flwr run``'s declared keys and the checks cannot drift apart.
 """
 
 from __future__ import annotations
 
 import json
 import tomllib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
-
-class SpecError(ValueError):
-    """A spec key is unknown, or its value has the wrong type or is out of range."""
-
-
-@dataclass(frozen=True)
-class Key:
-    """One spec key: its default (which also fixes its type), meaning and allowed values."""
-
-    default: bool | int | float | str
-    doc: str
-    choices: tuple[str, ...] | None = None
-    low: float | None = None
-    high: float | None = None
-    low_open: bool = False  # True: the value must be strictly greater than `low`
-    # Words accepted beside numbers (nodes = "auto"); `number` is then the numbers' type.
-    words: tuple[str, ...] = ()
-    number: type | None = None
-
-    @property
-    def kind(self) -> type:
-        return self.number or type(self.default)
-
-    def allowed(self) -> str:
-        if self.choices is not None:
-            return "one of " + ", ".join(repr(c) for c in self.choices)
-        kind = {"bool": "a bool", "int": "an int", "float": "a float", "str": "a string"}[
-            self.kind.__name__]
-        kind = "".join(f"{w!r} or " for w in self.words) + kind
-        if self.low is None and self.high is None:
-            return kind
-        lo = "" if self.low is None else ("(" if self.low_open else "[") + f"{self.low:g}"
-        hi = "" if self.high is None else f"{self.high:g}]"
-        if self.low is not None and self.high is not None:
-            return f"{kind} in {lo}, {hi}"
-        if self.low is not None:
-            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
-        return f"{kind} <= {self.high:g}"
+from fedsim.keys import Key, SpecError
+from fedsim.methods import KEYS as METHOD_KEYS
+from fedsim.methods import METHODS as METHOD_DESCRIPTORS
 
 
-# Method -> the task it solves; a method's dataset and model must be of that task.
-METHOD_TASKS = {"fedavg": "classification", "fedncf": "recommendation",
-                "fedmf": "recommendation", "fedrecgel": "recommendation",
-                "fedfact_post": "classification", "fedfact_in": "classification",
-                "fairfed": "classification", "fedfb": "classification",
-                "aurl": "recommendation", "sasrec": "recommendation",
-                "eisam": "recommendation", "raid": "recommendation"}
-METHODS = tuple(METHOD_TASKS)
+METHODS = tuple(METHOD_DESCRIPTORS)
 DATASETS = (
     "synthetic-rec", "filmtrust", "amazon-video", "lastfm-2k", "movielens-100k",
     "synthetic-tabular", "adult", "compas", "bank", "adult-hours", "compas-scores",
@@ -76,18 +35,7 @@ PARTITIONERS = ("natural", "iid", "dirichlet", "dirichlet_capped", "hetero", "si
 MODEL_TASKS = {"neumf": "recommendation", "mf": "recommendation", "logreg": "classification",
                "mlp": "classification", "bprmf": "recommendation", "lightgcn": "recommendation",
                "sasrec": "recommendation"}
-# Methods tied to some backbones, as tuples (the others take any model of their task).
-METHOD_MODELS = {"fedncf": ("neumf",), "fedmf": ("mf",), "fedrecgel": ("neumf", "mf"),
-                 "aurl": ("bprmf", "lightgcn"), "sasrec": ("sasrec",), "eisam": ("sasrec",),
-                 "raid": ("mf",)}
 MODELS = tuple(MODEL_TASKS)
-# Methods that support client-side DP (privacy.clip_norm > 0) and what their shared upload
-# is: "update" = model weights, clipped as the change from the global weights received; "gradient" =
-# a gradient of the shared parameters, clipped as it is (fedsim/privacy/mechanism.py). FedFACT
-# is absent: its group/label counts and dual gradients are not privatised.
-DP_UPLOADS = {"fedavg": "update", "fedncf": "gradient", "fedmf": "gradient",
-              "fedrecgel": "gradient"}
-
 SCHEMA: dict[str, Key] = {
     # --- what runs ---------------------------------------------------------------------
     "method": Key("fedncf", "Federated method (server strategy + client objective).", METHODS),
@@ -216,137 +164,8 @@ SCHEMA: dict[str, Key] = {
                            low=1, high=1024),
     "ray.address": Key("", "Address of an existing Ray cluster to attach to (also RAY_ADDRESS); "
                        "empty = start a local Ray instance."),
-    # --- methods -------------------------------------------------------------------------------
-    "fedavg.local_epochs": Key(1, "FedAvg: local epochs per round.", low=1, high=10_000),
-    "fedavg.lr": Key(0.01, "FedAvg: client learning rate.", low=0.0, high=100.0, low_open=True),
-    "fedavg.batch_size": Key(64, "FedAvg: client batch size.", low=1, high=1_000_000),
-    "fedavg.optimizer": Key("adam", "FedAvg: client optimizer.", ("adam", "sgd")),
-    "fedncf.server_lr": Key(0.001, "FedNCF: server Adam learning rate on the mean client gradient "
-                            "(the authors' hard-coded 1e-3; their config's 1.5 is unused).",
-                            low=0.0, high=100.0, low_open=True),
-    "fedncf.client_lr": Key(0.1, "FedNCF: client Adam learning rate on the private user "
-                            "embeddings (persistent per client).", low=0.0, high=100.0,
-                            low_open=True),
-    "fedncf.train_negatives": Key(4, "FedNCF: fresh negatives per positive each round.", low=1,
-                                  high=1000),
-    "fedncf.chunk_size": Key(128, "FedNCF: the loss is the sum over chunks of this many samples "
-                             "of the chunk-mean BCE, as in the authors' code.", low=1,
-                             high=1_000_000),
-    "fedrecgel.rho_sh": Key(0.02, "FedRecGEL: SAM radius of the shared group (item rows, MLP "
-                            "tower, head; joint norm). 0 = no shared SAM pass. Server lr, client "
-                            "lr, negatives and chunk size are the fedncf.* keys.", low=0.0,
-                            high=100.0),
-    "fedrecgel.rho_ns": Key(0.02, "FedRecGEL: SAM radius of the private user embeddings (joint "
-                            "norm). 0 = no private SAM pass.", low=0.0, high=100.0),
-    "fedrecgel.item_centric": Key(False, "FedRecGEL: our item-centric mode: one SAM perturbation "
-                                  "of norm rho_sh per item row, and item rows averaged on the "
-                                  "server over the clients that touched the item. false = the "
-                                  "authors' algorithm."),
-    "fedrecgel.eisam": Key(False, "FedRecGEL: our EISAM client optimizer (E1): the shared-group "
-                           "perturbation follows the gradient of the loss weighted by the "
-                           "positive item's beta (eisam.alpha, eisam.beta_max; from item counts "
-                           "every client reports once) and the upload is g + g~_beta - g_beta. "
-                           "false = the authors' SAM."),
-    "central.lr": Key(0.001, "Centralized methods (AURL, EISAM, RAID): Adam learning rate.",
-                      low=0.0, high=100.0, low_open=True),
-    "central.weight_decay": Key(0.0, "Centralized methods: Adam weight decay.", low=0.0,
-                                high=100.0),
-    "central.batch_size": Key(2048, "Centralized methods: training batch size.", low=1,
-                              high=10_000_000),
-    "central.dim": Key(64, "Centralized methods: embedding size of users and items.", low=1,
-                       high=4096),
-    "aurl.lambda_ga": Key(1.0, "AURL: weight of group alignment (MMD of tail to head "
-                          "representations, items and users). 0 with aurl.lambda_gu = 0 = the "
-                          "plain backbone. Default: best validation NDCG@10 of a 5-point sweep "
-                          "(docs/centralized.md).", low=0.0, high=1e6),
-    "aurl.lambda_gu": Key(0.1, "AURL: weight of global uniformity (users and items).", low=0.0,
-                          high=1e6),
-    "aurl.t": Key(2.0, "AURL: temperature t of the uniformity log-mean-exp(-t ||z - z'||^2).",
-                  low=0.0, high=100.0, low_open=True),
-    "aurl.l2": Key(1e-4, "AURL and its backbones: L2 weight on the batch's layer-0 embeddings "
-                   "(sum of squares / 2 / batch size).", low=0.0, high=100.0),
-    "eisam.mode": Key("e1", "EISAM: e1 = one shared perturbation along the gradient of the "
-                      "item-weighted loss (two passes per step); e2 = closed-form sharpness "
-                      "penalty on the item rows (one pass).", ("e1", "e2")),
-    "eisam.rho": Key(0.05, "EISAM: radius rho (e1: perturbation norm; e2: penalty weight). "
-                     "0 = plain SASRec, bit for bit.", low=0.0, high=100.0),
-    "eisam.alpha": Key(1.0, "EISAM (and fedrecgel.eisam): item weights beta_i = min(beta_max, "
-                       "(mean n / n_i)^alpha) over training counts n_i, normalised to mean 1 "
-                       "over the trained items; 0 = all ones.", low=0.0, high=10.0),
-    "eisam.beta_max": Key(10.0, "EISAM (and fedrecgel.eisam): cap of the item weights before "
-                          "normalisation.", low=0.0, high=1e6, low_open=True),
-    "raid.beta": Key(1.0, "RAID: weight of the transport penalty mean_u ||y_u - t_u||^2 in "
-                     "phase 2. 0 = the undefended MF, bit for bit.", low=0.0, high=1e6),
-    "raid.warmup": Key(10, "RAID: phase-1 epochs (BCE only) before the penalty starts.", low=0,
-                       high=100_000),
-    "raid.refresh": Key(5, "RAID: epochs between recomputations of the class barycenter and the "
-                        "users' targets (the centroid-update frequency).", low=1, high=100_000),
-    "raid.support": Key(256, "RAID: support points m of the free-support W2 barycenter (capped "
-                        "at the number of users).", low=1, high=1_000_000),
-    "raid.attribute": Key("gender", "RAID: the user attribute defended and attacked (MovieLens-"
-                          "100K: gender, age_30 = age >= 30, age_group, occupation; synthetic-"
-                          "rec: gender, age_group).",
-                          ("gender", "age_30", "age_group", "occupation")),
-    "raid.negatives": Key(4, "RAID: sampled negatives per training pair in the BCE loss.",
-                          low=1, high=1000),
-    "raid.noise": Key(0.0, "RAID's baseline defence: Gaussian noise added to the released user "
-                      "embeddings after training, std = this x their RMS entry (evaluation and "
-                      "attack see the noisy ones). 0 = none.", low=0.0, high=1e6),
-    "raid.attack_seeds": Key(5, "RAID: attacker splits (80/20 over users) averaged in each "
-                             "evaluation's attack scores.", low=1, high=1000),
-    "fedfact.pretrain_rounds": Key(10, "FedFACT post: FedAvg rounds (fedavg.* keys) before the "
-                                   "dual stage; the remaining rounds optimise the duals.", low=0,
-                                   high=100_000),
-    "fedfact.variant": Key("gl", "FedFACT: active constraints: global (g), local (l) or both.",
-                           ("g", "l", "gl")),
-    "fedfact.criterion": Key("dp", "FedFACT: fairness criterion (group-vs-population form): "
-                             "demographic parity, equal opportunity or equalized odds.",
-                             ("dp", "eop", "eo")),
-    "fedfact.xi_global": Key(0.01, "FedFACT: allowed global disparity xi_g (0 = exact parity).",
-                             low=0.0, high=1.0),
-    "fedfact.xi_local": Key(0.01, "FedFACT: allowed local disparity xi_l at every client.",
-                            low=0.0, high=1.0),
-    "fedfact.bound": Key(5.0, "FedFACT: radius B_d of the L1 ball the duals are projected onto.",
-                         low=0.0, high=1e6, low_open=True),
-    "fedfact.beta": Key(0.1, "FedFACT post: temperature of the smoothed max in the dual "
-                        "objective (and of the randomised prediction with smoothing = "
-                        "'logsumexp'); the paper's 0.1 for softmax, OptFair's 0.02 (DP) for "
-                        "logsumexp.", low=0.0, high=100.0, low_open=True),
-    "fedfact.smoothing": Key("softmax", "FedFACT post: smoothed max of the dual objective and "
-                             "the classifier it prices. softmax = the paper's sigma_beta "
-                             "(softmax-weighted mean) with hard argmax predictions; logsumexp = "
-                             "beta * logsumexp(z / beta) with randomised predictions softmax(z / "
-                             "beta), evaluated by their expected confusion counts (the authors' "
-                             "OptFair code): at stationary duals that classifier meets the "
-                             "constraints exactly in-sample, where sigma_beta's hard argmax "
-                             "overshoots (fedsim/fairness/calibration.py).",
-                             ("softmax", "logsumexp")),
-    "fedfact.dual_lr": Key(0.2, "FedFACT: step size of the dual updates (server lambda; client "
-                           "mu_k, taken on mu_k / p_k).", low=0.0, high=1e6, low_open=True),
-    "fedfact.group_calibration": Key("auto", "FedFACT post: shift the model's class scores per "
-                                     "sensitive group to each client's group label rates "
-                                     "before calibrating; auto = on for eop/eo (their plug-in "
-                                     "rates use the scores as label probabilities), off for dp.",
-                                     ("auto", "on", "off")),
-    "fedfact.weight_lr": Key(0.3, "FedFACT in: rate of the exponentiated-weights update of the "
-                             "mixture weight of shared and personal model.", low=0.0,
-                             high=1e6),
-    "fedfact.dual_step": Key("plain", "FedFACT post: server step on lambda: plain (dual_lr, the "
-                             "paper's) or scaled per constraint by the pooled share of its "
-                             "(group, label event) cell (ours, as the clients' mu_k steps); "
-                             "plain diverges with small groups (strategies/fedfact.py).",
-                             ("plain", "scaled")),
-    "fedfact.local_steps": Key(20, "FedFACT post: projected gradient steps on the local duals "
-                               "per round.", low=1, high=100_000),
-    "fairfed.beta": Key(1.0, "FairFed: step beta of the aggregation-weight update w_k <- w_k - "
-                        "beta (Delta_k - mean Delta), Delta_k = |F_global - F_k|. 0 = FedAvg.",
-                        low=0.0, high=1e6),
-    "fairfed.criterion": Key("dp", "FairFed: the tracked fairness metric F: demographic parity "
-                             "(the paper's SPD) or equal opportunity (TPR differences).",
-                             ("dp", "eop")),
-    "fedfb.step": Key(0.3, "FedFB: step alpha of the server's update of the per-(group, label) "
-                      "loss weights (alpha / sqrt(t - 1) before round t); the authors' default. "
-                      "0 = FedAvg.", low=0.0, high=1e6),
+    # --- methods: their own keys, declared in fedsim/methods/ ---------------------------------
+    **METHOD_KEYS,
     # --- differential privacy ------------------------------------------------------------------
     "privacy.clip_norm": Key(0.0, "Client-side differential privacy of the shared uploads: "
                              "each client clips its upload (FedAvg: the model update; FedNCF, "
@@ -401,7 +220,9 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, bool | int 
 def _check_combination(spec: Mapping[str, Any]) -> None:
     recommendation = spec["dataset"] in RECOMMENDATION_DATASETS
     task = "recommendation" if recommendation else "classification"
-    for key, tasks in (("model", MODEL_TASKS), ("method", METHOD_TASKS)):
+    method = METHOD_DESCRIPTORS[spec["method"]]
+    method_tasks = {name: m.task for name, m in METHOD_DESCRIPTORS.items()}
+    for key, tasks in (("model", MODEL_TASKS), ("method", method_tasks)):
         if tasks[spec[key]] != task:
             allowed = " or ".join(repr(name) for name, t in tasks.items() if t == task)
             raise SpecError(f"{key} = {spec[key]!r} does not fit dataset = {spec['dataset']!r} "
@@ -420,28 +241,17 @@ def _check_combination(spec: Mapping[str, Any]) -> None:
     if spec["partitioner"] == "single" and spec["num_clients"] not in (0, 1):
         raise SpecError(f"num_clients = {spec['num_clients']}: partitioner = 'single' means "
                         "exactly 1 client (set 0 or 1)")
-    if spec["method"] == "fedfact_post" and spec["fedfact.pretrain_rounds"] >= spec["rounds"]:
-        raise SpecError(f"fedfact.pretrain_rounds = {spec['fedfact.pretrain_rounds']} leaves no "
-                        f"post-processing round: expected < rounds = {spec['rounds']}")
-    if spec["method"] in METHOD_MODELS and spec["model"] not in METHOD_MODELS[spec["method"]]:
+    if method.models and spec["model"] not in method.models:
         raise SpecError(f"model = {spec['model']!r} does not fit method = {spec['method']!r}: "
-                        "expected " + " or ".join(map(repr, METHOD_MODELS[spec["method"]])))
-    dp_on = spec["privacy.clip_norm"] > 0
-    if dp_on and spec["method"] not in DP_UPLOADS:
+                        "expected " + " or ".join(map(repr, method.models)))
+    if spec["privacy.clip_norm"] > 0 and method.dp_upload is None:
+        supported = [name for name, m in METHOD_DESCRIPTORS.items() if m.dp_upload]
         raise SpecError(f"privacy.clip_norm = {spec['privacy.clip_norm']}: method = "
                         f"{spec['method']!r} does not support differential privacy (it shares "
                         "statistics that are not privatised): expected privacy.clip_norm = 0, "
-                        "or method one of " + ", ".join(repr(m) for m in DP_UPLOADS))
-    if dp_on and spec["method"] == "fedrecgel" and spec["fedrecgel.item_centric"]:
-        raise SpecError(f"fedrecgel.item_centric = true with privacy.clip_norm = "
-                        f"{spec['privacy.clip_norm']}: item-centric aggregation needs the item "
-                        "rows each client touched, which DP mode hides (every client uploads "
-                        "every row): expected fedrecgel.item_centric = false")
-    if dp_on and spec["method"] == "fedrecgel" and spec["fedrecgel.eisam"]:
-        raise SpecError(f"fedrecgel.eisam = true with privacy.clip_norm = "
-                        f"{spec['privacy.clip_norm']}: "
-                        "the item counts each client reports for the EISAM weights are not "
-                        "privatised: expected fedrecgel.eisam = false")
+                        "or method one of " + ", ".join(map(repr, supported)))
+    if method.check is not None:
+        method.check(spec)
     if spec["partition.low"] > spec["partition.high"]:
         raise SpecError(f"partition.low = {spec['partition.low']} > partition.high = "
                         f"{spec['partition.high']}: expected low <= high")
@@ -490,6 +300,10 @@ def parse_set(assignments: list[str]) -> dict[str, Any]:
     return overrides
 
 
+def _toml_value(value: bool | int | float | str) -> str:
+    return str(value).lower() if isinstance(value, bool) else json.dumps(value)
+
+
 def to_toml(spec: Mapping[str, Any]) -> str:
     """Write a resolved spec back as TOML (top-level keys first, then one table per prefix)."""
     top = {k: v for k, v in spec.items() if "." not in k}
@@ -498,12 +312,10 @@ def to_toml(spec: Mapping[str, Any]) -> str:
         if "." in name:
             table, _, leaf = name.rpartition(".")
             tables.setdefault(table, {})[leaf] = value
-    lines = [f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
-             for k, v in top.items()]
+    lines = [f"{k} = {_toml_value(v)}" for k, v in top.items()]
     for table, values in tables.items():
         lines += ["", f"[{table}]"]
-        lines += [f"{k} = {json.dumps(v) if not isinstance(v, bool) else str(v).lower()}"
-                  for k, v in values.items()]
+        lines += [f"{k} = {_toml_value(v)}" for k, v in values.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -523,10 +335,37 @@ def markdown_reference(table: str | None = None) -> str:
             rows.append(f"| `{name}` | `{key.default!r}` | {key.allowed()} | {key.doc} |")
     if table is not None:
         return f"# [{table}] keys\n\n" + "\n".join(rows) + "\n"
-    return ("# Experiment spec keys\n\nGenerated from `fedsim/spec.py` by `python -m fedsim.spec`; "
+    return ("# Experiment spec keys\n\nGenerated from `fedsim/spec.py` and the method descriptors "
+            "(`fedsim/methods/`) by `python -m fedsim.spec --write`; "
             "do not edit by hand.\nA spec TOML sets any of these; tables are the part before the "
             "dot (`[fedncf] server_lr = 0.01`).\n\n" + "\n".join(rows) + "\n")
 
 
+FLWR_CONFIG_HEADER = "[tool.flwr.app.config]"
+
+
+def with_flwr_config(pyproject: str) -> str:
+    """pyproject.toml's text with its ``[tool.flwr.app.config]`` table (the last table of the
+    file) replaced by every key at its default: `flwr run` only accepts --run-config overrides
+    of keys declared there."""
+    head, found, _ = pyproject.partition(FLWR_CONFIG_HEADER)
+    if not found:
+        raise SpecError(f"pyproject.toml has no {FLWR_CONFIG_HEADER} table")
+    return (head + FLWR_CONFIG_HEADER + "\n"
+            + "".join(f"{name} = {_toml_value(key.default)}\n" for name, key in SCHEMA.items()))
+
+
+def write_generated(root: Path) -> None:
+    """Regenerate docs/spec.md and pyproject.toml's [tool.flwr.app.config] under `root`."""
+    (root / "docs" / "spec.md").write_text(markdown_reference())
+    pyproject = root / "pyproject.toml"
+    pyproject.write_text(with_flwr_config(pyproject.read_text()))
+
+
 if __name__ == "__main__":
-    print(markdown_reference(), end="")
+    import sys
+
+    if sys.argv[1:] == ["--write"]:
+        write_generated(Path(__file__).resolve().parent.parent)
+    else:
+        print(markdown_reference(), end="")

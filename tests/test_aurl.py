@@ -10,7 +10,7 @@ from scipy.stats import spearmanr
 
 from fedsim.centralized.bias_eval import bias_metrics
 from fedsim.centralized.bpr import BPRSampler
-from fedsim.centralized.registry import make_trainer
+from fedsim.methods.centralized import make_trainer
 from fedsim.centralized.representation import mmd2, uniformity
 from fedsim.centralized.trainer import pooled_means
 from fedsim.data import load_dataset

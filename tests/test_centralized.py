@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from fedsim.app.client_app import _client
 from fedsim.app.private_store import SUFFIX, read_version
-from fedsim.centralized.registry import make_trainer
+from fedsim.methods.centralized import make_trainer
 from fedsim.centralized.trainer import pooled_means
 from fedsim.federation import load_federation
 from fedsim.runner.checkpoint import load_checkpoint

@@ -22,7 +22,7 @@ def _relative_error(got: np.ndarray, want: np.ndarray) -> float:
 
 def _messages(spec, partitions, server_round, full):
     """What the server sends each client in a round: the dense layers and its item rows."""
-    clients = [METHODS[spec["method"]].client(spec, p) for p in partitions]
+    clients = [METHODS[spec["method"]].client_class()(spec, p) for p in partitions]
     shared, owns = {}, []
     for name, value in full.items():
         if not name.startswith(("item_gmf", "item_mlp", "item.")):
@@ -71,7 +71,7 @@ def test_cohort_evaluation_equals_the_clients_one_by_one():
     spec = resolve({**FILMTRUST, "eval_full_every": 1})
     federation = load_federation(spec)
     shared = {k: v.numpy() for k, v in METHODS["fedrecgel"].initial_arrays(spec, federation).items()}
-    clients = [METHODS["fedrecgel"].client(spec, p) for p in range(0, 1200, 40)]
+    clients = [METHODS["fedrecgel"].client_class()(spec, p) for p in range(0, 1200, 40)]
     stores = [MemoryStore() for _ in clients]
     # An evaluation message carries the whole item table: cohort mode must still take it.
     assert cohort.supports(clients, shared, training=False)

@@ -91,7 +91,7 @@ def _relative(got, want) -> float:
 def _client_round(spec, partition, full, store, server_round, batched):
     """What the fedsim client uploads in a round: the server's messages built as the strategy
     does (dense layers for all, the client's item rows), computed one by one or in cohort mode."""
-    client = METHODS[spec["method"]].client(spec, partition)
+    client = METHODS[spec["method"]].client_class()(spec, partition)
     ids = client.needed_items(server_round)
     own = {"item_ids": ids, **{k: full[k][ids] for k in client.backbone.ITEM_TABLES}}
     shared = {k: v for k, v in full.items() if k not in client.backbone.ITEM_TABLES}

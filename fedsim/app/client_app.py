@@ -68,7 +68,7 @@ class InjectedFault(RuntimeError):
 @functools.lru_cache(maxsize=16384)
 def _client(spec_json: str, partition: int):
     spec = _spec(spec_json)
-    return METHODS[spec["method"]].client(spec, partition)
+    return METHODS[spec["method"]].client_class()(spec, partition)
 
 
 @functools.lru_cache(maxsize=64)

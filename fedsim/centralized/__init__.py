@@ -7,7 +7,6 @@ weights, the server :class:`strategies.centralized.LocalTrainingFedAvg` averages
 weights (the identity with the ``single`` partitioner), and the optimizer state persists in the
 client's private store, so the run equals a plain training loop.
 
-Adding a method = a Trainer subclass, one entry in
-:data:`fedsim.centralized.registry.TRAINERS`, and the method name in fedsim/spec.py
-METHOD_TASKS.
+Adding a method = a Trainer subclass and its descriptor (one more entry of
+fedsim/methods/centralized.py, or a module of its own in fedsim/methods/ naming the Trainer).
 """

@@ -3,7 +3,7 @@
 Before its training reply is packed, each client clips its shared upload to L2 norm
 ``privacy.clip_norm`` and adds Gaussian noise of std ``privacy.noise_multiplier *
 privacy.clip_norm`` to every coordinate, so the server only ever sees noised uploads. What is
-clipped depends on what the method uploads (:data:`fedsim.spec.DP_UPLOADS`):
+clipped depends on what the method uploads (its descriptor's ``dp_upload``, fedsim/methods/):
 
 - "update" (FedAvg): the client's new weights. The clipped vector is the *update*, new weights
   minus the global weights the client received; the client sends global + clipped update +
@@ -39,7 +39,7 @@ from typing import Any, Mapping
 import numpy as np
 from flwr.supercore.differential_privacy import clip_inputs_inplace, get_norm
 
-from fedsim.spec import DP_UPLOADS
+from fedsim.methods import METHODS
 
 NOISE_TAG = 0xD1FF  # keeps the noise apart from the client's other (seed, client, round) draws
 
@@ -98,7 +98,7 @@ class GaussianMechanism:
         if spec["privacy.clip_norm"] == 0:
             return None
         return cls(spec["privacy.clip_norm"], spec["privacy.noise_multiplier"],
-                   DP_UPLOADS[spec["method"]], spec["seed"])
+                   METHODS[spec["method"]].dp_upload, spec["seed"])
 
     def __call__(self, upload: Mapping[str, np.ndarray], received: Mapping[str, np.ndarray],
                  partition: int, server_round: int) -> Arrays:
