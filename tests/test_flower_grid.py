@@ -1,0 +1,174 @@
+"""Flower's own strategies on fedsim's logical clients, through fedsim.logical_grid.LogicalGrid.
+
+20 logical clients on 3 physical nodes (tests/fake_grid.py running fedsim's ClientApp). Flower's
+strategies sample virtual node ids themselves (``random.sample``, seeded here); each test reads
+the clients they sampled from the messages they produced (virtual id - VIRTUAL_ID_BASE, the
+documented mapping), and the reference computation uses exactly those clients.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
+from flwr.serverapp.strategy import FedAdam
+from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
+
+from clients.fedavg import FedAvgClient
+from fedsim.app.client_app import app as client_app
+from fedsim.federation import load_federation
+from fedsim.logical_grid import VIRTUAL_ID_BASE, LogicalGrid
+from fedsim.models import make_classifier
+from fedsim.spec import resolve
+from strategies.fedavg import FedAvg
+from tests.fake_grid import FakeGrid
+
+CLIENTS, NODES = 20, 3
+SPEC = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
+        "partitioner": "dirichlet", "num_clients": CLIENTS, "nodes": NODES, "fraction": 0.5,
+        "fedavg.lr": 0.1, "fedavg.local_epochs": 2}
+
+
+@pytest.fixture
+def setup(tmp_path):
+    """(spec, message_config, initial arrays) of SPEC, the clients' state in tmp_path."""
+    spec = resolve({**SPEC, "out_dir": str(tmp_path)})
+    data = load_federation(spec).dataset
+    torch.manual_seed(spec["seed"])
+    model = make_classifier(spec["model"], data.num_features, data.num_classes,
+                            spec["mlp.hidden"])
+    return spec, {"spec": json.dumps(dict(spec)), "run-id": "flower"}, ArrayRecord(
+        model.state_dict())
+
+
+def logical_grid(message_config: dict) -> LogicalGrid:
+    return LogicalGrid(FakeGrid(client_app, NODES), num_partitions=CLIENTS, num_nodes=NODES,
+                       message_config=message_config)
+
+
+def record_training_clients(strategy) -> dict[int, list[int]]:
+    """round -> partitions the (otherwise untouched) Flower strategy chose to train."""
+    sampled: dict[int, list[int]] = {}
+    configure = strategy.configure_train
+
+    def configure_train(server_round, arrays, config, grid):
+        messages = list(configure(server_round, arrays, config, grid))
+        sampled[server_round] = sorted(m.metadata.dst_node_id - VIRTUAL_ID_BASE
+                                       for m in messages)
+        return messages
+
+    strategy.configure_train = configure_train
+    return sampled
+
+
+def arrays_per_round(rounds: dict[int, ArrayRecord]):
+    """An evaluate_fn keeping the global arrays after every round (Flower calls it with them)."""
+    def keep(server_round: int, arrays: ArrayRecord):
+        rounds[server_round] = {k: v.numpy() for k, v in arrays.items()}
+    return keep
+
+
+def test_flowers_fedavg_on_logical_clients_equals_fedsims_fedavg(setup):
+    spec, message_config, initial = setup
+    random.seed(0)  # Flower's FedAvg samples with the module-level random
+    flower = FlowerFedAvg(fraction_train=0.5)
+    sampled = record_training_clients(flower)
+    grid = logical_grid(message_config)
+    result = flower.start(grid, initial, num_rounds=3)
+    assert [len(s) for s in sampled.values()] == [10, 10, 10] and sampled[1] != sampled[2]
+
+    # fedsim's FedAvg (node sums on: one partial sum per node) on the clients Flower sampled.
+    reference = FedAvg(num_partitions=CLIENTS, num_nodes=NODES, fraction_train=0.5,
+                       seed=spec["seed"], message_config=message_config)
+    reference.sample = sampled.__getitem__
+    expected = reference.start(FakeGrid(client_app, NODES), initial, num_rounds=3)
+    for name, value in expected.arrays.items():
+        np.testing.assert_allclose(result.arrays[name].numpy(), value.numpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+        assert not np.allclose(value.numpy(), initial[name].numpy()), name  # it trained
+
+    # Packed: one training message per physical node and round, addressed to its sampled clients.
+    train = [m for m in grid.grid.sent if m.metadata.message_type == MessageType.TRAIN]
+    assert len(train) == 3 * NODES
+    for server_round, partitions in sampled.items():
+        addressed = [p for m in train if m.content["config"]["server-round"] == server_round
+                     for p in m.content["config"]["partition-ids"]]
+        assert sorted(addressed) == partitions
+    # Flower's federated evaluation ran on every client through the adapter too.
+    assert set(result.evaluate_metrics_clientapp) == {1, 2, 3}
+    assert grid.failures == {}
+
+
+def test_flowers_fedadam_takes_its_adaptive_server_step_on_the_clients_mean(setup):
+    spec, message_config, initial = setup
+    random.seed(1)
+    adam = FedAdam(fraction_train=0.5, fraction_evaluate=0.0, eta=0.05, beta_1=0.9,
+                   beta_2=0.99, tau=1e-3)
+    sampled = record_training_clients(adam)
+    rounds: dict[int, dict[str, np.ndarray]] = {}
+    adam.start(logical_grid(message_config), initial, num_rounds=2,
+               evaluate_fn=arrays_per_round(rounds))
+
+    # FedAdam (Reddi et al. 2021, as Flower writes it) on the example-weighted mean of the
+    # sampled clients' models, each trained here directly by fedsim's client code.
+    m = v = None
+    for server_round in (1, 2):
+        x = rounds[server_round - 1]
+        uploads = [FedAvgClient(spec, p).train(x, {}, None, server_round)
+                   for p in sampled[server_round]]
+        weights = np.array([metrics["num-examples"] for _, metrics in uploads], float)
+        weights /= weights.sum()
+        mean = {k: sum(w * u[k] for w, (u, _) in zip(weights, uploads)) for k in x}
+        delta = {k: mean[k] - x[k] for k in x}
+        m = {k: 0.9 * (m[k] if m else 0) + 0.1 * delta[k] for k in x}
+        v = {k: 0.99 * (v[k] if v else 0) + 0.01 * delta[k] ** 2 for k in x}
+        eta = 0.05 * np.sqrt(1 - 0.99 ** (server_round + 1)) / (1 - 0.9 ** (server_round + 1))
+        for k in x:
+            step = eta * m[k] / (np.sqrt(v[k]) + 1e-3)
+            np.testing.assert_allclose(rounds[server_round][k], x[k] + step, rtol=1e-4,
+                                       atol=1e-6, err_msg=f"round {server_round} {k}")
+            # An adaptive step, not the mean FedAvg would take.
+            assert not np.allclose(rounds[server_round][k], mean[k], atol=1e-3), k
+
+
+def test_failed_clients_come_back_as_error_replies_and_are_counted(setup, monkeypatch):
+    _, message_config, initial = setup
+    original = FedAvgClient.train
+
+    def flaky(self, shared, own, state, server_round):
+        if self.partition_id == 4:
+            raise RuntimeError("injected failure")
+        return original(self, shared, own, state, server_round)
+
+    monkeypatch.setattr(FedAvgClient, "train", flaky)
+    grid = logical_grid(message_config)
+    content = RecordDict({"arrays": initial, "config": ConfigRecord({"server-round": 1})})
+    instructions = [Message(content, dst_node_id=node, message_type=MessageType.TRAIN)
+                    for node in grid.get_node_ids()[:6]]
+    replies = grid.send_and_receive(instructions, timeout=60)
+    by_client = {r.metadata.src_node_id - VIRTUAL_ID_BASE: r for r in replies}
+    assert sorted(by_client) == [0, 1, 2, 3, 4, 5]
+    assert by_client[4].has_error() and "injected failure" in by_client[4].error.reason
+    assert not any(by_client[p].has_error() for p in (0, 1, 2, 3, 5))
+    assert by_client[0].content["metrics"]["num-examples"] > 0
+    assert grid.failures == {MessageType.TRAIN: 1} and list(grid.last_errors) == [4]
+
+    # Traffic: the model reaches each of the 6 clients (logically) in 3 node messages.
+    model_bytes = sum(a.numpy().nbytes for a in initial.values())
+    assert grid.bytes["down"] == 6 * model_bytes
+    assert grid.physical_bytes["down"] == NODES * model_bytes
+    assert grid.bytes["up"] == 5 * model_bytes  # the failed client uploaded nothing
+
+
+def test_a_message_to_a_node_that_is_no_logical_client_is_refused(setup):
+    _, message_config, initial = setup
+    grid = logical_grid(message_config)
+    grid.get_node_ids()
+    stray = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}),
+                    dst_node_id=1000, message_type=MessageType.TRAIN)
+    with pytest.raises(ValueError, match="node 1000 is not a virtual node"):
+        grid.send_and_receive([stray])
