@@ -54,8 +54,8 @@ def test_a_descriptor_rule_is_checked():
         specs.resolve({"method": "fedrecgel", "fedrecgel.item_centric": True,
                        "privacy.clip_norm": 1.0})
     with pytest.raises(specs.SpecError, match="does not support differential privacy"):
-        specs.resolve({"method": "fedfact_post", "dataset": "adult", "partitioner": "iid",
-                       "num_clients": 2, "privacy.clip_norm": 1.0})
+        specs.resolve({"method": "fedfact_post", "dataset": "adult", "model": "logreg",
+                       "partitioner": "iid", "num_clients": 2, "privacy.clip_norm": 1.0})
     with pytest.raises(specs.SpecError, match="expected 'neumf'"):
         specs.resolve({"method": "fedncf", "model": "mf"})
 
