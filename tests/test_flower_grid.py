@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, RecordDict
-from flwr.serverapp.strategy import FedAdam
+from flwr.serverapp.strategy import DifferentialPrivacyServerSideFixedClipping, FedAdam
 from flwr.serverapp.strategy import FedAvg as FlowerFedAvg
 
 from clients.fedavg import FedAvgClient
@@ -172,3 +172,20 @@ def test_a_message_to_a_node_that_is_no_logical_client_is_refused(setup):
                     dst_node_id=1000, message_type=MessageType.TRAIN)
     with pytest.raises(ValueError, match="node 1000 is not a virtual node"):
         grid.send_and_receive([stray])
+
+
+def test_flowers_server_side_dp_wrapper_clips_each_clients_update(setup):
+    _, message_config, initial = setup
+
+    def update_norm(strategy) -> float:
+        random.seed(2)  # the same 10 clients for both strategies
+        result = strategy.start(logical_grid(message_config), initial, num_rounds=1)
+        return float(np.sqrt(sum(((result.arrays[k].numpy() - initial[k].numpy()) ** 2).sum()
+                                 for k in initial)))
+
+    plain = update_norm(FlowerFedAvg(fraction_train=0.5, fraction_evaluate=0.0))
+    clipped = update_norm(DifferentialPrivacyServerSideFixedClipping(
+        FlowerFedAvg(fraction_train=0.5, fraction_evaluate=0.0), noise_multiplier=0.0,
+        clipping_norm=0.01, num_sampled_clients=10))
+    # Without noise the mean of updates clipped to norm 0.01 has norm at most 0.01.
+    assert plain > 0.1 and 0.001 < clipped <= 0.01 + 1e-6
