@@ -18,6 +18,9 @@ runs unchanged on fedsim's clients:
   "metrics" (with "num-examples"), or an error reply for a client that failed (raised, missed
   its deadline, was left out of its node's reply, or its whole node failed). Clients whose
   node did not reply in time get no reply, as on any Flower grid;
+- ``send_and_receive`` exchanges the packed messages through the physical grid's own
+  ``send_and_receive``; ``push_messages`` returns one id per virtual message and
+  ``pull_messages`` hands out each client's reply once its node's reply has arrived;
 - it counts traffic as the strategies do (``bytes``: what a deployment would send per client;
   ``physical_bytes``: what the simulation moved) and failures (``failures`` per message type,
   ``last_errors`` of the latest exchange).
@@ -37,6 +40,7 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import uuid4
 
 from flwr.app import (Array, ArrayRecord, ConfigRecord, Error, Message, MessageType,
                       MetricRecord, RecordDict)
@@ -117,6 +121,11 @@ class LogicalGrid(Grid):
         self.physical_bytes = dict.fromkeys(self.bytes, 0)  # what the simulation moved
         self.failures: dict[str, int] = {}  # message type -> logical clients failed, all calls
         self.last_errors: dict[int, str] = {}  # partition -> reason, of the latest exchange
+        # push/pull: physical message id -> its batch, until its reply is pulled; virtual message
+        # id -> the physical message carrying it; virtual message id -> its reply, until pulled.
+        self._pending: dict[str, _Batch] = {}
+        self._carried_by: dict[str, str] = {}
+        self._arrived: dict[str, Message] = {}
 
     # --- virtual nodes -------------------------------------------------------------------------
     @staticmethod
@@ -160,10 +169,43 @@ class LogicalGrid(Grid):
                        group_id=group_id, ttl=ttl)
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        raise NotImplementedError("LogicalGrid packs a whole exchange: use send_and_receive")
+        """Pack `messages` (to virtual nodes) and push them on the physical grid; returns the
+        virtual messages' ids, whose replies :meth:`pull_messages` returns. (No deadline: a push
+        has no timeout to derive one from.)"""
+        self.get_node_ids()
+        self.last_errors = {}
+        batches = self._pack(list(messages), None)
+        pushed = set(self.grid.push_messages([b.message for b in batches]))
+        ids = []
+        for batch in batches:
+            # Flower's grids give a message its id as they push it, in its metadata.
+            physical_id = batch.message.metadata.message_id
+            if physical_id not in pushed:
+                self._count_failed(batch, list(batch.clients),
+                                   f"the message to node {batch.message.metadata.dst_node_id} "
+                                   "could not be pushed")
+                continue
+            self._pending[physical_id] = batch
+            for message in batch.clients.values():
+                self._carried_by[message.metadata.message_id] = physical_id
+                ids.append(message.metadata.message_id)
+        return ids
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        raise NotImplementedError("LogicalGrid packs a whole exchange: use send_and_receive")
+        """The replies to pushed virtual messages among `message_ids` that have arrived: a
+        physical reply, once pulled, is unpacked for all its clients and kept until asked."""
+        wanted = list(dict.fromkeys(message_ids))  # the replies come in the order asked
+        physical = {self._carried_by[i] for i in wanted if i in self._carried_by} & set(
+            self._pending)
+        if physical:
+            for reply in self.grid.pull_messages(physical):
+                batch = self._pending.pop(reply.metadata.reply_to_message_id, None)
+                for client_reply in self._unpack(batch, reply) if batch else []:
+                    self._arrived[client_reply.metadata.reply_to_message_id] = client_reply
+        out = [self._arrived.pop(i) for i in wanted if i in self._arrived]
+        for reply in out:
+            del self._carried_by[reply.metadata.reply_to_message_id]
+        return out
 
     def send_and_receive(self, messages: Iterable[Message], *,
                          timeout: float | None = None) -> list[Message]:
@@ -202,6 +244,8 @@ class LogicalGrid(Grid):
             key = (self.partition_to_node[partition], id(message.content),
                    message.metadata.message_type)
             groups.setdefault(key, {})[partition] = message
+            # A sent message gets its id, which its reply refers to, as on Flower's grids.
+            message.metadata.__dict__["_message_id"] = str(uuid4())
         deadline = ({DEADLINE: time.time() + timeout - reply_margin(timeout)}
                     if timeout is not None else {})
         batches = []

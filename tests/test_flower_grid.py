@@ -189,3 +189,42 @@ def test_flowers_server_side_dp_wrapper_clips_each_clients_update(setup):
         clipping_norm=0.01, num_sampled_clients=10))
     # Without noise the mean of updates clipped to norm 0.01 has norm at most 0.01.
     assert plain > 0.1 and 0.001 < clipped <= 0.01 + 1e-6
+
+
+class PushPullGrid(FakeGrid):
+    """FakeGrid with Flower's push/pull: a pushed message is answered at once, its reply kept
+    until pulled."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.waiting: dict[str, Message] = {}
+
+    def push_messages(self, messages):
+        ids = []
+        for message in messages:
+            message.metadata.__dict__["_message_id"] = f"physical-{len(self.sent)}"
+            self.waiting[message.metadata.message_id] = self.send_and_receive([message])[0]
+            ids.append(message.metadata.message_id)
+        return ids
+
+    def pull_messages(self, message_ids):
+        return [self.waiting.pop(i) for i in message_ids if i in self.waiting]
+
+
+def test_push_and_pull_on_virtual_nodes(setup):
+    _, message_config, initial = setup
+    physical = PushPullGrid(client_app, NODES)
+    grid = LogicalGrid(physical, num_partitions=CLIENTS, num_nodes=NODES,
+                       message_config=message_config)
+    content = RecordDict({"arrays": initial, "config": ConfigRecord({"server-round": 1})})
+    nodes = grid.get_node_ids()[:6]
+    ids = list(grid.push_messages([Message(content, dst_node_id=n, message_type="train")
+                                   for n in nodes]))
+    assert len(ids) == 6 and len(physical.waiting) == NODES  # packed: one per physical node
+    first = grid.pull_messages(ids[:2])
+    assert [r.metadata.reply_to_message_id for r in first] == ids[:2]
+    rest = grid.pull_messages(ids)
+    assert sorted(r.metadata.reply_to_message_id for r in rest) == sorted(ids[2:])
+    assert sorted(r.metadata.src_node_id for r in first + rest) == nodes
+    assert all(r.content["metrics"]["num-examples"] > 0 for r in first + rest)
+    assert grid.pull_messages(ids) == []  # each reply is handed out once
