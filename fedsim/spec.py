@@ -96,8 +96,11 @@ SCHEMA: dict[str, Key] = {
                          "(duplicates kept, latest row = test with ties to the lowest item id, no "
                          "validation item); 'clean': duplicates merged and a validation item "
                          "(the second-latest row); 'recbole': RecBole's leave-one-out (ties in "
-                         "file order, validation item, duplicates kept).",
-                         ("clean", "fedrecgel", "recbole")),
+                         "file order, validation item, duplicates kept); 'pfedrec': the PFedRec "
+                         "authors' split (ties to the row higher up the file, validation item, "
+                         "duplicates kept, 3-row minimum, validation and test negatives from one "
+                         "draw).",
+                         ("clean", "fedrecgel", "recbole", "pfedrec")),
     "data.test_negatives": Key(99, "Recommendation: sampled negatives per test/validation item.",
                                low=1, high=10_000),
     "data.head_fraction": Key(0.2, "Recommendation: top fraction of items by training count that "

@@ -3,7 +3,8 @@
 One hand-written frame holds every case the rules disagree on: ties at a user's latest
 timestamp (in one user the lower item id comes first in the file, in the other it comes last),
 a repeated (user, item) pair, a user with exactly 5 rows of which only 4 distinct items (kept
-only where duplicates are kept), and a user with 4 rows (dropped everywhere). The expected
+only where duplicates are kept), a user with 4 rows (kept only by pfedrec, which has no 5-row
+filter) and a user with 2 rows (dropped everywhere: no split has a training item). The expected
 splits below are written out by hand from each protocol's rules, not computed:
 
 - fedrecgel (the FedRecGEL authors' notebook): rows sorted by (uid, iid), each user's
@@ -12,7 +13,10 @@ splits below are written out by hand from each protocol's rules, not computed:
 - clean: duplicates merged into their latest row first, then the same tie rule, and the
   second-latest row is the validation item;
 - recbole: a stable sort on the timestamp (ties in file order), last = test, second-last =
-  validation, no dedupe.
+  validation, no dedupe;
+- pfedrec (the PFedRec authors' data.py): each user's timestamps ranked in file order with
+  rank(method="first", ascending=False), rank 1 = test, rank 2 = validation (so among tied rows
+  the one higher up the file is the later), no dedupe, users of 3 rows and more.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ ROWS = [  # (user, item, timestamp) in file order
     ("b", 20, 1),  # (b, 20) again, earlier: b has 5 rows but 4 distinct items
     ("c", 10, 1), ("c", 20, 2), ("c", 30, 3), ("c", 40, 4),  # 4 rows: below the 5 minimum
     ("d", 70, 1), ("d", 80, 2), ("d", 90, 3), ("d", 10, 4), ("d", 20, 5), ("d", 100, 6),
+    ("e", 20, 1), ("e", 110, 1),  # 2 rows: test and validation, nothing to train on
 ]
 
 # Per protocol and kept user: test item, validation item (None = no validation), training
@@ -54,6 +59,12 @@ EXPECTED = {
     "recbole": {
         "a": (50, 40, [10, 30, 20, 30]),  # 50 is further down the file at t=5
         "b": (30, 60, [20, 10, 20]),  # 30 is further down the file at t=9
+        "d": (100, 20, [70, 80, 90, 10]),
+    },
+    "pfedrec": {
+        "a": (40, 50, [10, 30, 20, 30]),  # 40 is higher up the file at t=5; (a, 30) twice
+        "b": (60, 30, [20, 10, 20]),  # 60 is higher up the file at t=9
+        "c": (40, 30, [10, 20]),  # 4 rows are enough
         "d": (100, 20, [70, 80, 90, 10]),
     },
 }
@@ -83,6 +94,47 @@ def test_golden_split(protocol):
         # Negatives: never an item of the user, training or held out.
         seen = {item for row_user, item, _ in ROWS if row_user == user}
         assert raw_items[data.test_negatives[u, 0]] not in seen
+
+
+def test_pfedrec_draws_its_validation_and_test_negatives_once():
+    """198 = 2 x 99 distinct never-rated items per user, validation the first half, test the
+    second: the two lists never share an item (independent draws would, with 2 candidates)."""
+    users, items, times = zip(*ROWS)
+    data = build_interactions("golden", np.array(users), np.array(items), np.array(times),
+                              protocol="pfedrec", num_negatives=2)
+    raw_items = sorted({item for user, item, _ in ROWS if user in EXPECTED["pfedrec"]})
+    for u, user in enumerate(sorted(EXPECTED["pfedrec"])):
+        drawn = np.concatenate([data.val_negatives[u], data.test_negatives[u]])
+        assert len(set(drawn.tolist())) == 4, user
+        seen = {item for row_user, item, _ in ROWS if row_user == user}
+        assert not seen & {raw_items[i] for i in drawn}
+    # One draw of 4 from seed's first stream, cut in two.
+    again = np.random.default_rng(np.random.SeedSequence(42).spawn(2)[0])
+    pool_a = np.flatnonzero(~np.isin(np.arange(data.num_items), [
+        raw_items.index(i) for i in (10, 20, 30, 40, 50)]))
+    first = again.choice(pool_a, size=4, replace=False)
+    assert data.val_negatives[0].tolist() == first[:2].tolist()
+    assert data.test_negatives[0].tolist() == first[2:].tolist()
+
+
+def test_sampled_ranks_count_score_ties_against_the_held_out_item():
+    """The PFedRec authors' metrics.py (MetronAtK), rewritten in pandas as they do it, against
+    fedsim's rank: negatives listed before the positive, rank(method="first") over the scores,
+    HR@10 and NDCG@10 = log 2 / log(1 + rank). Scores on a coarse grid tie often, as saturated
+    float32 sigmoids do."""
+    from fedsim.metrics import hit_at_k, ndcg_at_k, rank_against_sampled
+
+    rng = np.random.default_rng(0)
+    positives, negatives = rng.integers(0, 40, 300) / 40, rng.integers(0, 40, (300, 99)) / 40
+    frame = pd.DataFrame({
+        "user": np.concatenate([np.repeat(np.arange(300), 99), np.arange(300)]),
+        "positive": np.concatenate([np.zeros(300 * 99, bool), np.ones(300, bool)]),
+        "score": np.concatenate([negatives.reshape(-1), positives])})
+    frame["rank"] = frame.groupby("user")["score"].rank(method="first", ascending=False)
+    hits = frame[frame["positive"] & (frame["rank"] <= 10)]
+    ranks = rank_against_sampled(positives, negatives)
+    assert hit_at_k(ranks, 10).sum() == len(hits) > 0
+    assert np.isclose(ndcg_at_k(ranks, 10).sum(), (np.log(2) / np.log(1 + hits["rank"])).sum())
 
 
 def test_protocol_names_match_the_spec_key():
@@ -145,3 +197,42 @@ def test_fedrecgel_protocol_matches_the_authors_pandas_split(data_dir, name, rat
     # The clean protocol holds out the same test items on these files (no duplicate pairs).
     clean = load_dataset(name, data_dir, protocol="clean")
     assert np.array_equal(clean.test_items, data.test_items)
+
+
+def authors_pfedrec_split(rows: list[list[str]], sort_users: bool) -> pd.DataFrame:
+    """The PFedRec authors' data.py on raw rows, in pandas as they write it: (train.py) the
+    Amazon frame sorted by user first; (data.py) per user rank(method="first", ascending=False)
+    of the timestamp in frame order, 1 = test, 2 = validation, the rest training. One row per
+    raw user: "test", "val" and the sorted training items "train"."""
+    frame = pd.DataFrame([(r[0], r[1], int(r[3])) for r in rows], columns=["uid", "mid", "ts"])
+    if sort_users:
+        frame = frame.sort_values(by="uid", ascending=True)
+    rank = frame.groupby("uid")["ts"].rank(method="first", ascending=False)
+    return pd.DataFrame({"test": frame[rank == 1].set_index("uid")["mid"],
+                         "val": frame[rank == 2].set_index("uid")["mid"],
+                         "train": frame[rank > 2].groupby("uid")["mid"].agg(sorted)}).sort_index()
+
+
+@pytest.mark.parametrize("name, ratings, sep, sort_users", [
+    ("movielens-100k", ML100K_RATINGS, "\t", False),
+    ("amazon-video", AMAZON_VIDEO_RATINGS, ",", True),
+])
+def test_pfedrec_protocol_matches_the_authors_pandas_split(data_dir, name, ratings, sep,
+                                                           sort_users):
+    """On the real files: every user kept (the authors filter none), and fedsim's pfedrec test,
+    validation and training items equal the authors' rule, user by user. Amazon-Video is the
+    authors' own file; their ML-100K ratings.dat holds u.data's rows in another order, so on
+    ML-100K this is their rule on u.data (ties can fall differently on their file)."""
+    rows = read_rows(locate(ratings, data_dir), sep, 4)
+    expected = authors_pfedrec_split(rows, sort_users)
+    data = load_dataset(name, data_dir, protocol="pfedrec")
+    raw_items = np.unique(np.array([r[1] for r in rows]))
+    if name == "movielens-100k":  # numeric ids sort as numbers
+        raw_items = np.unique(np.array([int(r[1]) for r in rows]))
+        expected = expected.set_axis(expected.index.astype(int)).sort_index()
+        expected = expected.map(lambda v: [int(i) for i in v] if isinstance(v, list) else int(v))
+    assert data.num_users == len(expected) and data.num_items == len(raw_items)
+    assert raw_items[data.test_items].tolist() == expected["test"].tolist()
+    assert raw_items[data.val_items].tolist() == expected["val"].tolist()
+    assert [raw_items[data.user_items(u)].tolist() for u in range(data.num_users)] == [
+        sorted(items) for items in expected["train"]]

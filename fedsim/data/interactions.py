@@ -24,7 +24,7 @@ class Interactions:
     test_items: np.ndarray  # [num_users] latest interaction of each user
     test_negatives: np.ndarray  # [num_users, num_negatives] items the user never interacted with
     val_items: np.ndarray | None  # [num_users] second-latest interaction (protocols with a validation item)
-    val_negatives: np.ndarray | None  # [num_users, num_negatives], drawn independently of test_negatives
+    val_negatives: np.ndarray | None  # [num_users, num_negatives] (how they relate to test_negatives: the protocol's joint_negatives)
     user_attributes: dict[str, np.ndarray]  # e.g. {"gender": [num_users]}; {} when none
 
     def __post_init__(self) -> None:
@@ -89,13 +89,27 @@ class SplitProtocol:
       first in (uid, iid) order, the lowest item id, becomes the test item.
     - "file-order": the row further down the file (a stable sort on the timestamp, as RecBole's
       leave-one-out does).
+    - "file-first": the row higher up the file. The PFedRec authors rank each user's timestamps in
+      file order with ``rank(method="first", ascending=False)``: the first of the rows tied at the
+      latest timestamp gets rank 1 (test), the next rank 2 (validation).
+
+    Every protocol ranks a held-out item pessimistically against its sampled negatives: a
+    negative scoring the same counts as ranked above it (clients/ranking_eval.py counts the
+    negatives scoring >= the item), which is what the PFedRec and FedRecGEL authors' pandas
+    ``rank(method="first")`` over negatives listed before the positive does.
     """
 
     name: str
     dedupe: bool  # merge a repeated (user, item) pair into its latest row before anything else
-    ties: str  # "lowest-item" or "file-order", see above
+    ties: str  # "lowest-item", "file-order" or "file-first", see above
     validation: bool  # hold out the second-latest row as the validation item
     description: str
+    # Users with fewer rows are dropped (before the split, duplicates counted unless merged).
+    min_interactions: int = 5
+    # One draw of 2 x num_negatives per user, the first half the validation negatives and the
+    # second the test negatives (so the two lists never share an item); False: two independent
+    # draws from two streams of the seed.
+    joint_negatives: bool = False
 
 
 PROTOCOLS: dict[str, SplitProtocol] = {
@@ -117,6 +131,18 @@ PROTOCOLS: dict[str, SplitProtocol] = {
             description="RecBole's leave-one-out (the centralized peers): rows in time order with ties "
             "in file order (a stable sort), last = test, second-last = validation, duplicates kept",
         ),
+        SplitProtocol(
+            "pfedrec", dedupe=False, ties="file-first", validation=True, min_interactions=3,
+            joint_negatives=True,
+            description="the PFedRec authors' data.py (../shared/research/pfedrec.md): every rating a "
+            "positive, duplicates kept, latest row = test and second-latest = validation with ties to "
+            "the row higher up the file, no user filter beyond the 3 rows a split needs (their code "
+            "asserts every user has all three; none of ML-100K's or Amazon-Video's has fewer than 5), "
+            "198 negatives drawn once per user from the items it never rated: the first 99 for "
+            "validation, the last 99 for test. The authors re-index ids by first appearance, fedsim "
+            "in sorted order: which raw item is held out or sampled does not depend on it. Select "
+            "the test metrics at the best validation HR@10, the later round on ties (best_val_later)",
+        ),
     )
 }  # fmt: skip
 
@@ -136,7 +162,7 @@ def build_interactions(
     protocol: str,
     num_negatives: int = 99,
     seed: int = 42,
-    min_user_interactions: int = 5,
+    min_user_interactions: int | None = None,
     user_attributes: Mapping[str, Mapping[Hashable, int]] | None = None,
 ) -> Interactions:
     """Build an :class:`Interactions` from raw (user, item, timestamp) rows, in file order.
@@ -148,16 +174,19 @@ def build_interactions(
     1. every row is a positive, whatever its rating; with ``dedupe`` a repeated (user, item) pair keeps
        only its latest row, so an item can never be both held out and in train (without it, as the
        authors, the other row of a held-out pair stays in training);
-    2. keep users with >= min_user_interactions rows (one pass, no item filter);
+    2. keep users with >= min_user_interactions rows (default: the protocol's ``min_interactions``;
+       one pass, no item filter);
     3. re-index users and items to 0..n-1 in sorted order of the raw ids; num_items counts every remaining item
        (not only training ones: the authors' max-train-id + 1 breaks when an item only appears in test);
     4. leave-one-out on each user's rows in time order, ties broken by the protocol's rule: the last is the
        test item, with validation the one before it is the validation item, the rest is train;
     5. negatives: per user, num_negatives items drawn uniformly without replacement from the items the user
        never interacted with; test and validation negatives come from two independent streams of seed, so the
-       test negatives do not depend on the validation item.
+       test negatives do not depend on the validation item, or with ``joint_negatives`` from one draw of
+       2 x num_negatives (validation the first half, test the second).
     """
     rules = split_protocol(protocol)
+    min_user_interactions = rules.min_interactions if min_user_interactions is None else min_user_interactions
     if rules.validation and min_user_interactions < 3:
         raise ValueError("validation needs min_user_interactions >= 3 (test + validation + >= 1 train item)")
     users, items, timestamps = np.asarray(users), np.asarray(items), np.asarray(timestamps)
@@ -191,6 +220,8 @@ def build_interactions(
     # last key is the primary one.
     if rules.ties == "lowest-item":  # later = lower item id, then earlier in the file
         order = np.lexsort((-row, -i, t, u))
+    elif rules.ties == "file-first":  # later = higher up the file
+        order = np.lexsort((-row, t, u))
     else:  # "file-order": later = further down the file
         order = np.lexsort((row, t, u))
     u, i = u[order].astype(np.int64), i[order].astype(np.int64)
@@ -216,11 +247,15 @@ def build_interactions(
         never[seen] = False
         pool = np.flatnonzero(never)
         never[seen] = True
-        if len(pool) < num_negatives:
+        wanted = 2 * num_negatives if rules.joint_negatives else num_negatives
+        if len(pool) < wanted:
             raise DataError(
                 f"{name}: user {raw_users[kept_users[user]]} has only {len(pool)} never-seen items, "
-                f"fewer than num_negatives={num_negatives}; lower num_negatives"
+                f"fewer than the {wanted} negatives protocol {rules.name!r} draws; lower num_negatives"
             )
+        if rules.joint_negatives:
+            val_negatives[user], test_negatives[user] = test_rng.choice(pool, size=wanted, replace=False).reshape(2, -1)
+            continue
         test_negatives[user] = test_rng.choice(pool, size=num_negatives, replace=False)
         if val_negatives is not None:
             val_negatives[user] = val_rng.choice(pool, size=num_negatives, replace=False)

@@ -143,6 +143,9 @@ def build_summary(spec: Mapping[str, Any], history: list[dict[str, Any]], headli
                       if spec["method"] in FAIRNESS_METHODS else _best(evaluated, headline)),
         "last10_test": _mean_of_last(evaluated, LAST_ROUNDS),
         "best_val": _best([r for r in evaluated if f"val_{headline}" in r], f"val_{headline}"),
+        # The PFedRec authors' rule (train.py: `val_hit_ratio >= best_val_hr`).
+        "best_val_later": _best([r for r in evaluated if f"val_{headline}" in r],
+                                f"val_{headline}", later_on_ties=True),
         # Full ranking may be computed at fewer rounds (eval_full_every): the clean protocol
         # selects among those, on the validation item's full-ranking metric.
         "best_val_full": _best([r for r in evaluated if f"val_{headline}_full" in r],
@@ -199,14 +202,17 @@ def _noise_floor(record: Mapping[str, Any]) -> dict[str, dict[str, float]] | Non
             for gap, floor in floors.items()} or None
 
 
-def _best(records: list[dict[str, Any]], key: str, rule: str = "") -> dict[str, Any] | None:
-    """Round with the highest `key` after round 0 (the first such round on ties)."""
+def _best(records: list[dict[str, Any]], key: str, rule: str = "",
+          later_on_ties: bool = False) -> dict[str, Any] | None:
+    """Round with the highest `key` after round 0 (the first such round on ties, the last with
+    `later_on_ties`)."""
     candidates = [r for r in records if r["round"] > 0 and not math.isnan(r[key])]
     if not candidates:
         return None
-    best = max(candidates, key=lambda r: r[key])
+    best = max(reversed(candidates) if later_on_ties else candidates, key=lambda r: r[key])
+    tie = ", the later round on ties" if later_on_ties else ""
     return {"round": best["round"], "selected_on": key,
-            "rule": rule or f"highest {key} of the rounds after round 0",
+            "rule": rule or f"highest {key} of the rounds after round 0{tie}",
             "metrics": _metrics_only(best)}
 
 
