@@ -83,7 +83,7 @@ def test_flowers_fedavg_on_logical_clients_equals_fedsims_fedavg(setup):
 
     # fedsim's FedAvg (node sums on: one partial sum per node) on the clients Flower sampled.
     reference = FedAvg(num_partitions=CLIENTS, num_nodes=NODES, fraction_train=0.5,
-                       seed=spec["seed"], message_config=message_config)
+                       seed=spec["seed"], evaluate_every=3, message_config=message_config)
     reference.sample = sampled.__getitem__
     expected = reference.start(FakeGrid(client_app, NODES), initial, num_rounds=3)
     for name, value in expected.arrays.items():
