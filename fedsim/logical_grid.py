@@ -56,10 +56,10 @@ VIRTUAL_ID_BASE = 1 << 32
 REPLY_ARRAYS, REPLY_METRICS = "arrays", "metrics"  # a Flower ClientApp's reply layout
 
 
-def discover_partitions(grid: Grid, num_nodes: int, message_config: Mapping[str, Any],
-                        timeout: float) -> dict[int, int]:
+def discover_partitions(grid: Grid, num_nodes: int, num_partitions: int,
+                        message_config: Mapping[str, Any], timeout: float) -> dict[int, int]:
     """partition -> physical node id: wait (at most `timeout` s) until `num_nodes` nodes have
-    registered, then ask each which partitions it hosts."""
+    registered, ask each which partitions it hosts, and check that all `num_partitions` are."""
     deadline = time.monotonic() + timeout
     while len(nodes := sorted(grid.get_node_ids())) < num_nodes:
         if time.monotonic() > deadline:
@@ -76,6 +76,10 @@ def discover_partitions(grid: Grid, num_nodes: int, message_config: Mapping[str,
                                f"{reply.error.reason}")
         for partition in reply.content.config_records["info"][PARTITIONS]:
             hosts[int(partition)] = reply.metadata.src_node_id
+    missing = sorted(set(range(num_partitions)) - set(hosts))
+    if missing:
+        raise RuntimeError(f"no node hosts partitions {missing[:10]}"
+                           f"{'...' if len(missing) > 10 else ''}")
     return hosts
 
 
@@ -145,13 +149,9 @@ class LogicalGrid(Grid):
         """One id per logical client, sorted (so that a seeded ``random`` samples the same
         clients every run); discovers the physical nodes' partitions on the first call."""
         if not self.partition_to_node:
-            hosts = discover_partitions(self.grid, self.num_nodes, self.message_config,
-                                        self.node_wait_timeout)
-            missing = sorted(set(range(self.num_partitions)) - set(hosts))
-            if missing:
-                raise RuntimeError(f"no node hosts partitions {missing[:10]}"
-                                   f"{'...' if len(missing) > 10 else ''}")
-            self.partition_to_node = hosts
+            self.partition_to_node = discover_partitions(
+                self.grid, self.num_nodes, self.num_partitions, self.message_config,
+                self.node_wait_timeout)
         return [self.node_id(p) for p in sorted(self.partition_to_node)]
 
     # --- Grid: what is not about virtual nodes goes to the physical grid ------------------------

@@ -164,14 +164,22 @@ def test_failed_clients_come_back_as_error_replies_and_are_counted(setup, monkey
     assert grid.bytes["up"] == 5 * model_bytes  # the failed client uploaded nothing
 
 
-def test_a_message_to_a_node_that_is_no_logical_client_is_refused(setup):
+def test_what_fedsim_clients_cannot_answer_is_refused_naming_it(setup):
     _, message_config, initial = setup
     grid = logical_grid(message_config)
-    grid.get_node_ids()
+    first = grid.get_node_ids()[0]
     stray = Message(RecordDict({"config": ConfigRecord({"server-round": 1})}),
                     dst_node_id=1000, message_type=MessageType.TRAIN)
     with pytest.raises(ValueError, match="node 1000 is not a virtual node"):
         grid.send_and_receive([stray])
+    roundless = Message(RecordDict({"arrays": initial, "config": ConfigRecord({"lr": 0.1})}),
+                        dst_node_id=first, message_type=MessageType.TRAIN)
+    with pytest.raises(ValueError, match="no 'server-round'"):
+        grid.send_and_receive([roundless])
+    too_many = LogicalGrid(FakeGrid(client_app, NODES), num_partitions=CLIENTS + 2,
+                           num_nodes=NODES, message_config=message_config)
+    with pytest.raises(RuntimeError, match=r"no node hosts partitions \[20, 21\]"):
+        too_many.get_node_ids()
 
 
 def test_flowers_server_side_dp_wrapper_clips_each_clients_update(setup):
