@@ -19,13 +19,15 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from fedsim.data import Interactions, Tabular, load_dataset
-from fedsim.partition import make_partition
-from fedsim.spec import RECOMMENDATION_DATASETS, SpecError
+from fedsim.data import DATASETS, Interactions, Tabular, load_dataset
+from fedsim.partition import COLUMN_PARTITIONERS, make_partition
+from fedsim.spec import SpecError
 
 # Spec keys that change the data or the partition (the cache key).
 _DATA_KEYS = ("dataset", "data_dir", "data.seed", "data.protocol", "data.test_negatives",
-              "data.synthetic_users",
+              "data.synthetic_users", "data.path", "data.format", "data.user_column",
+              "data.item_column", "data.time_column", "data.rating_column", "data.min_rating",
+              "data.label_column", "data.sensitive_column",
               "data.test_fraction", "partitioner", "num_clients", "seed", "partition.ids_per_client",
               "partition.column", "partition.alpha", "partition.min_size",
               "partition.min_per_value", "partition.low",
@@ -67,14 +69,14 @@ def load_federation(spec: Mapping[str, Any]) -> Federation:
 def _load_cached(key: str) -> Federation:
     spec = json.loads(key)
     data_dir = spec["data_dir"] or None
-    if spec["dataset"] in RECOMMENDATION_DATASETS:
-        size = ({"num_users": spec["data.synthetic_users"]}
-                if spec["dataset"] == "synthetic-rec" else {})
-        data = load_dataset(spec["dataset"], data_dir, protocol=spec["data.protocol"], **size,
+    info = DATASETS[spec["dataset"]]
+    own = {argument: spec[key] for argument, key in info.spec_keys.items()}
+    if info.task == "recommendation":
+        data = load_dataset(spec["dataset"], data_dir, protocol=spec["data.protocol"], **own,
                             num_negatives=spec["data.test_negatives"], seed=spec["data.seed"])
         parts = _partition_users(data, spec)
         return Federation(data, parts, parts)
-    data = load_dataset(spec["dataset"], data_dir, seed=spec["data.seed"],
+    data = load_dataset(spec["dataset"], data_dir, seed=spec["data.seed"], **own,
                         test_fraction=spec["data.test_fraction"])
     # One partition over train and test rows together, then split back: each client's test
     # rows follow the same value proportions as its training rows (same Dirichlet draw, same
@@ -89,7 +91,7 @@ def _load_cached(key: str) -> Federation:
 def _partition_users(data: Interactions, spec: Mapping[str, Any]) -> list[np.ndarray]:
     users = np.arange(data.num_users)
     column = None
-    if spec["partitioner"] in ("dirichlet", "dirichlet_capped"):
+    if spec["partitioner"] in COLUMN_PARTITIONERS:
         name = spec["partition.column"]
         if name not in data.user_attributes:
             raise SpecError(f"partition.column = {name!r}: dataset {spec['dataset']!r} has user "
@@ -108,7 +110,7 @@ def _partition_users(data: Interactions, spec: Mapping[str, Any]) -> list[np.nda
 def _partition_samples(labels: np.ndarray, sensitive: np.ndarray,
                        spec: Mapping[str, Any]) -> list[np.ndarray]:
     columns = {"sensitive": sensitive, "label": labels}
-    if (spec["partitioner"] in ("dirichlet", "dirichlet_capped")
+    if (spec["partitioner"] in COLUMN_PARTITIONERS
             and spec["partition.column"] not in columns):
         raise SpecError(f"partition.column = {spec['partition.column']!r}: tabular data can be "
                         "split on 'sensitive' or 'label'")

@@ -20,18 +20,16 @@ import tomllib
 from pathlib import Path
 from typing import Any, Mapping
 
+from fedsim.data import DATASETS as DATASET_INFO
 from fedsim.keys import Key, SpecError
 from fedsim.methods import KEYS as METHOD_KEYS
 from fedsim.methods import METHODS as METHOD_DESCRIPTORS
+from fedsim.partition import PARTITIONERS as PARTITIONER_FUNCTIONS
 
 
 METHODS = tuple(METHOD_DESCRIPTORS)
-DATASETS = (
-    "synthetic-rec", "filmtrust", "amazon-video", "lastfm-2k", "movielens-100k",
-    "synthetic-tabular", "adult", "compas", "bank", "adult-hours", "compas-scores",
-)
-RECOMMENDATION_DATASETS = DATASETS[:5]
-PARTITIONERS = ("natural", "iid", "dirichlet", "dirichlet_capped", "hetero", "single")
+DATASETS = tuple(DATASET_INFO)
+PARTITIONERS = tuple(PARTITIONER_FUNCTIONS)
 MODEL_TASKS = {"neumf": "recommendation", "mf": "recommendation", "logreg": "classification",
                "mlp": "classification", "bprmf": "recommendation", "lightgcn": "recommendation",
                "sasrec": "recommendation"}
@@ -54,8 +52,9 @@ SCHEMA: dict[str, Key] = {
                     "(floor(fraction * num_clients), at least 1).", low=0.0, high=1.0,
                     low_open=True),
     "num_clients": Key(0, "Number of clients. 0 = derived from the data (natural: one client per "
-                       "partition.ids_per_client users; single: 1). Required (> 0) for iid, "
-                       "dirichlet, dirichlet_capped and hetero.", low=0, high=1_000_000),
+                       "partition.ids_per_client users; flwr:natural: one per user; single: "
+                       "1). Required (> 0) for iid, dirichlet, dirichlet_capped, hetero, "
+                       "flwr:iid and flwr:dirichlet.", low=0, high=1_000_000),
     "nodes": Key("auto", "Simulated Flower nodes hosting the clients (node i hosts the clients p "
                  "with p % nodes == i; capped at the number of clients). Results do not depend on "
                  "it beyond float rounding (README, How clients are simulated); speed does. "
@@ -108,17 +107,38 @@ SCHEMA: dict[str, Key] = {
                               low_open=True),
     "data.test_fraction": Key(0.4, "Tabular: share of rows in the test split.", low=0.0,
                               high=0.9, low_open=True),
+    "data.path": Key("", "interactions-file, tabular-file: your file (relative to the current "
+                     "directory; absolute with `flwr run`). Not checksummed."),
+    "data.format": Key("csv", "interactions-file, tabular-file: 'csv' = comma-separated, first "
+                       "row the column names; 'inter' = a RecBole atomic file (tab-separated, "
+                       "header fields name:type such as user_id:token, timestamp:float).",
+                       ("csv", "inter")),
+    "data.user_column": Key("user_id", "interactions-file: the user id column."),
+    "data.item_column": Key("item_id", "interactions-file: the item id column."),
+    "data.time_column": Key("timestamp", "interactions-file: the time column (numbers); empty = "
+                            "file order (a user's last row is the test item)."),
+    "data.rating_column": Key("", "interactions-file: a rating column; rows rated below "
+                              "data.min_rating are dropped. Empty = every row is a positive."),
+    "data.min_rating": Key(0.0, "interactions-file: the lowest rating kept as a positive (with "
+                           "data.rating_column)."),
+    "data.label_column": Key("label", "tabular-file: the class column (classes numbered in "
+                             "sorted order: the second of two is the positive class)."),
+    "data.sensitive_column": Key("sensitive", "tabular-file: the sensitive attribute column "
+                                 "(groups in sorted order; not a feature). Every other column "
+                                 "is a feature: numerical if it holds numbers, else one-hot."),
     # --- partitioner parameters --------------------------------------------------------------
-    "partition.ids_per_client": Key(1, "natural: users per client.", low=1, high=1_000_000),
-    "partition.column": Key("sensitive", "dirichlet, dirichlet_capped: column whose values are "
-                            "split by Dirichlet "
-                            "proportions: 'sensitive' or 'label' (tabular), or a user attribute "
-                            "such as 'gender' (recommendation)."),
-    "partition.alpha": Key(0.5, "dirichlet, dirichlet_capped: concentration of the Dirichlet "
-                           "(smaller = more skewed). The FedFACT authors' code draws Dir(2 x "
-                           "their alpha): their 0.5 is 1.0 here.", low=0.0, high=1e6,
+    "partition.ids_per_client": Key(1, "natural: users per client (flwr:natural: always 1).",
+                                    low=1, high=1_000_000),
+    "partition.column": Key("sensitive", "dirichlet, dirichlet_capped, flwr:dirichlet: column "
+                            "whose values are split by Dirichlet proportions: 'sensitive' or "
+                            "'label' (tabular), or a user attribute such as 'gender' "
+                            "(recommendation)."),
+    "partition.alpha": Key(0.5, "dirichlet, dirichlet_capped, flwr:dirichlet: concentration "
+                           "of the Dirichlet (smaller = more skewed). The FedFACT authors' code "
+                           "draws Dir(2 x their alpha): their 0.5 is 1.0 here.", low=0.0, high=1e6,
                            low_open=True),
-    "partition.min_size": Key(10, "dirichlet: minimum rows per client (redrawn until met).",
+    "partition.min_size": Key(10, "dirichlet, flwr:dirichlet: minimum rows per client "
+                              "(redrawn until met; flwr:dirichlet: at most 10 times).",
                               low=0, high=1_000_000),
     "partition.min_per_value": Key(20, "dirichlet_capped: minimum rows of every value of "
                                    "partition.column per client, train and test rows together "
@@ -221,8 +241,11 @@ def resolve(overrides: Mapping[str, Any] | None = None) -> dict[str, bool | int 
 
 
 def _check_combination(spec: Mapping[str, Any]) -> None:
-    recommendation = spec["dataset"] in RECOMMENDATION_DATASETS
-    task = "recommendation" if recommendation else "classification"
+    task = DATASET_INFO[spec["dataset"]].task
+    recommendation = task == "recommendation"
+    if "path" in DATASET_INFO[spec["dataset"]].spec_keys and not spec["data.path"]:
+        raise SpecError(f"dataset = {spec['dataset']!r} reads your own file: set data.path (and "
+                        "the data.* keys naming its columns, docs/spec.md)")
     method = METHOD_DESCRIPTORS[spec["method"]]
     method_tasks = {name: m.task for name, m in METHOD_DESCRIPTORS.items()}
     for key, tasks in (("model", MODEL_TASKS), ("method", method_tasks)):
@@ -230,14 +253,15 @@ def _check_combination(spec: Mapping[str, Any]) -> None:
             allowed = " or ".join(repr(name) for name, t in tasks.items() if t == task)
             raise SpecError(f"{key} = {spec[key]!r} does not fit dataset = {spec['dataset']!r} "
                             f"({task}): expected {allowed}")
-    if spec["partitioner"] == "natural" and not recommendation:
-        raise SpecError(f"partitioner = 'natural' needs a recommendation dataset (one client per "
-                        f"user); dataset = {spec['dataset']!r} is tabular: use iid, dirichlet, "
-                        "hetero or single")
+    if spec["partitioner"] in ("natural", "flwr:natural") and not recommendation:
+        raise SpecError(f"partitioner = {spec['partitioner']!r} needs a recommendation dataset "
+                        f"(one client per user); dataset = {spec['dataset']!r} is tabular: use "
+                        "iid, dirichlet, hetero or single")
     if spec["partitioner"] == "hetero" and recommendation:
         raise SpecError("partitioner = 'hetero' needs a tabular dataset (label and sensitive "
                         f"attribute); dataset = {spec['dataset']!r} is a recommendation dataset")
-    if (spec["partitioner"] in ("iid", "dirichlet", "dirichlet_capped", "hetero")
+    if (spec["partitioner"] in ("iid", "dirichlet", "dirichlet_capped", "hetero", "flwr:iid",
+                                "flwr:dirichlet")
             and spec["num_clients"] < 1):
         raise SpecError(f"num_clients = {spec['num_clients']}: partitioner = "
                         f"{spec['partitioner']!r} needs num_clients >= 1")

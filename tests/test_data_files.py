@@ -39,7 +39,8 @@ def test_resolve_order(monkeypatch, tmp_path):
 def test_registry_names():
     assert list(DATASETS) == [
         "filmtrust", "amazon-video", "lastfm-2k", "movielens-100k", "synthetic-rec",
-        "adult", "adult-hours", "compas", "compas-scores", "bank", "synthetic-tabular",
+        "interactions-file", "adult", "adult-hours", "compas", "compas-scores", "bank",
+        "synthetic-tabular", "tabular-file",
     ]  # fmt: skip
     with pytest.raises(DataError, match="known datasets: filmtrust"):
         load_dataset("movielens-1m")

@@ -222,14 +222,14 @@ def test_make_partition_dispatches():
         dirichlet_capped(column, 4, alpha=0.3, seed=7, min_per_value=5),
     )
     assert set(PARTITIONERS) == {"single", "iid", "natural", "dirichlet", "dirichlet_capped",
-                                 "hetero"}
+                                 "hetero", "flwr:iid", "flwr:natural", "flwr:dirichlet"}
 
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
         ({"name": "powerlaw"},
-         r"unknown; known: \['dirichlet', 'dirichlet_capped', 'hetero', 'iid', 'natural', 'sing"),
+         r"unknown; known: \['dirichlet', 'dirichlet_capped', 'flwr:dirichlet', 'flwr:iid', "),
         ({"name": "dirichlet_capped"}, r"'dirichlet_capped' needs column="),
         ({"name": "single", "num_clients": 2}, "num_clients=2 is invalid for 'single'"),
         ({"name": "natural"}, r"'natural' needs ids="),

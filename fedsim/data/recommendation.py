@@ -1,4 +1,5 @@
-"""Loaders of the real recommendation datasets (see build_interactions for the shared preprocessing)."""
+"""Loaders of the real recommendation datasets and of a researcher's own interactions file (see
+build_interactions for the shared preprocessing)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import numpy as np
 
 from fedsim.data.files import DataError, RemoteFile, locate, read_rows
 from fedsim.data.interactions import Interactions, build_interactions
+from fedsim.data.table_file import ids, read_table
 
 FILMTRUST_RATINGS = RemoteFile(
     path="filmtrust/ratings.txt",
@@ -147,3 +149,38 @@ def load_movielens_100k(
         seed=seed,
         user_attributes=attributes,
     )
+
+
+def load_interactions_file(
+    path: str | Path,
+    *,
+    file_format: str = "csv",
+    user_column: str = "user_id",
+    item_column: str = "item_id",
+    time_column: str = "timestamp",
+    rating_column: str = "",
+    min_rating: float = 0.0,
+    protocol: str = "clean",
+    num_negatives: int = 99,
+    seed: int = 42,
+) -> Interactions:
+    """A researcher's own interactions, one row per (user, item) event, in a CSV or RecBole
+    ``.inter`` file (:func:`~fedsim.data.table_file.read_table`), through the preprocessing and
+    protocol of every named dataset (:func:`build_interactions`).
+
+    Ids written as integers sort as numbers, others as text. Without a time column
+    (``time_column=""``) a user's rows count in file order: the last is the test item. With a
+    rating column, rows rated below ``min_rating`` are dropped first; the others are positives.
+    """
+    table = read_table(path, file_format)
+    users = ids(table.column(user_column, "data.user_column"))
+    items = ids(table.column(item_column, "data.item_column"))
+    times = (table.numbers(time_column, "data.time_column") if time_column
+             else np.arange(len(table.rows)))
+    if rating_column:
+        kept = table.numbers(rating_column, "data.rating_column") >= min_rating
+        if not kept.any():
+            raise DataError(f"{path}: no row has {rating_column} >= data.min_rating = {min_rating}")
+        users, items, times = users[kept], items[kept], times[kept]
+    return build_interactions(str(path), users, items, times, protocol=protocol,
+                              num_negatives=num_negatives, seed=seed)

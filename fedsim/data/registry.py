@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -18,10 +18,15 @@ from fedsim.data.tabular import Tabular
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    kind: Literal["recommendation", "tabular"]
-    files: tuple[RemoteFile, ...]  # empty for generated datasets, whose loader takes no data_dir
+    task: Literal["recommendation", "classification"]  # what the methods and models must solve
+    # Empty for the datasets whose loader takes no data_dir: generated ones, and a researcher's
+    # own file (its loader takes the path).
+    files: tuple[RemoteFile, ...]
     loader: Callable
     description: str
+    # Loader arguments that spec keys set, beyond those every dataset of its task takes (seed,
+    # protocol, ...; fedsim/federation.py): argument -> spec key.
+    spec_keys: Mapping[str, str] = field(default_factory=dict)
 
 
 DATASETS: dict[str, DatasetInfo] = {
@@ -49,30 +54,46 @@ DATASETS: dict[str, DatasetInfo] = {
         DatasetInfo(
             "synthetic-rec", "recommendation", (), synthetic.make_synthetic_interactions,
             "latent-factor implicit feedback with Zipf popularity and inferable gender/age attributes",
+            {"num_users": "data.synthetic_users"},
         ),
         DatasetInfo(
-            "adult", "tabular", (tabular.ADULT_DATA, tabular.ADULT_TEST), tabular.load_adult,
+            "interactions-file", "recommendation", (), recommendation.load_interactions_file,
+            "your own interactions: a CSV or RecBole .inter file (data.path, data.format, "
+            "data.user_column, ...), not checksummed",
+            {"path": "data.path", "file_format": "data.format", "user_column": "data.user_column",
+             "item_column": "data.item_column", "time_column": "data.time_column",
+             "rating_column": "data.rating_column", "min_rating": "data.min_rating"},
+        ),
+        DatasetInfo(
+            "adult", "classification", (tabular.ADULT_DATA, tabular.ADULT_TEST), tabular.load_adult,
             "UCI Adult, train+test pooled, '?' rows dropped (45,222 rows): income >50K, sensitive sex",
         ),
         DatasetInfo(
-            "adult-hours", "tabular", (tabular.ADULT_DATA, tabular.ADULT_TEST), tabular.load_adult_hours,
+            "adult-hours", "classification", (tabular.ADULT_DATA, tabular.ADULT_TEST), tabular.load_adult_hours,
             "UCI Adult as a 3-class task: weekly hours <40 / 40 / >40, sensitive race (White / Black / other)",
         ),
         DatasetInfo(
-            "compas", "tabular", (tabular.COMPAS_SCORES,), tabular.load_compas,
+            "compas", "classification", (tabular.COMPAS_SCORES,), tabular.load_compas,
             "ProPublica COMPAS, filtered to 6,172 rows: two-year recidivism, sensitive race (African-American)",
         ),
         DatasetInfo(
-            "compas-scores", "tabular", (tabular.COMPAS_SCORES,), tabular.load_compas_scores,
+            "compas-scores", "classification", (tabular.COMPAS_SCORES,), tabular.load_compas_scores,
             "COMPAS rows of 'compas' with the FedFACT authors' columns: COMPAS's decile_score and score_text kept",
         ),
         DatasetInfo(
-            "bank", "tabular", (tabular.BANK,), tabular.load_bank,
+            "bank", "classification", (tabular.BANK,), tabular.load_bank,
             "UCI Bank Marketing bank.csv (4,521 rows): subscription, sensitive age group (<25 or >=60)",
         ),
         DatasetInfo(
-            "synthetic-tabular", "tabular", (), synthetic.make_synthetic_tabular,
+            "synthetic-tabular", "classification", (), synthetic.make_synthetic_tabular,
             "Gaussian features with a group mean shift and group base rates 0.45 / 0.2",
+        ),
+        DatasetInfo(
+            "tabular-file", "classification", (), tabular.load_tabular_file,
+            "your own table: a CSV or RecBole atomic file with label and sensitive columns "
+            "(data.path, data.label_column, data.sensitive_column), not checksummed",
+            {"path": "data.path", "file_format": "data.format", "label_column": "data.label_column",
+             "sensitive_column": "data.sensitive_column"},
         ),
     )
 }  # fmt: skip

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from fedsim.data.files import DataError, RemoteFile, locate, read_rows
+from fedsim.data.table_file import TableFile, ids, read_table
 
 ADULT_URL = "https://archive.ics.uci.edu/ml/machine-learning-databases/adult/"
 ADULT_DATA = RemoteFile(
@@ -313,3 +314,45 @@ def load_bank(data_dir: str | Path | None = None, *, seed: int = 0, test_fractio
         seed=seed,
         test_fraction=test_fraction,
     )
+
+
+def load_tabular_file(
+    path: str | Path,
+    *,
+    file_format: str = "csv",
+    label_column: str = "label",
+    sensitive_column: str = "sensitive",
+    seed: int = 0,
+    test_fraction: float = 0.4,
+) -> Tabular:
+    """A researcher's own table in a CSV or RecBole atomic file
+    (:func:`~fedsim.data.table_file.read_table`), prepared as every named table
+    (:func:`build_tabular`: split by seed, one-hot and min-max fitted on train).
+
+    Every column other than the label and the sensitive one is a feature: numerical when it holds
+    numbers (an atomic file's float columns; a CSV column whose every value parses as one), else
+    categorical, each kind in file order. Classes and groups are numbered in sorted order of their
+    values (as numbers when all are integers): binary "0"/"1", "no"/"yes" or "<=50K"/">50K"
+    make the second the positive class 1.
+    """
+    table = read_table(path, file_format)
+    label = _sorted_codes(table, label_column, "data.label_column")
+    sensitive = _sorted_codes(table, sensitive_column, "data.sensitive_column")
+    features = [name for name in table.names if name not in (label_column, sensitive_column)]
+    if not features:
+        raise DataError(f"{path}: no feature column besides data.label_column = {label_column!r} "
+                        f"and data.sensitive_column = {sensitive_column!r}")
+    numerical = [name for name in features if table.is_number(name)]
+    categorical = [name for name in features if name not in numerical]
+    columns = {name: table.column(name, "a feature") for name in features}
+    return build_tabular(str(path), columns, categorical, numerical, label=label,
+                         sensitive=sensitive, seed=seed, test_fraction=test_fraction)
+
+
+def _sorted_codes(table: TableFile, name: str, key: str) -> tuple[np.ndarray, tuple[str, ...]]:
+    """(code per row, names of the codes) of column `name`: its distinct values in sorted order."""
+    names, codes = np.unique(ids(table.column(name, key)), return_inverse=True)
+    if len(names) < 2:
+        raise DataError(f"{table.path}: {key} = {name!r} holds one value ({str(names[0])!r}); expected "
+                        "at least two")
+    return codes, tuple(str(value) for value in names)

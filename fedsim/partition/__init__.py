@@ -9,9 +9,10 @@ from fedsim.partition.partitioners import (
     natural_id,
     single,
 )
-from fedsim.partition.registry import PARTITIONERS, make_partition
+from fedsim.partition.registry import COLUMN_PARTITIONERS, PARTITIONERS, make_partition
 
 __all__ = [
+    "COLUMN_PARTITIONERS",
     "PARTITIONERS",
     "dirichlet",
     "dirichlet_capped",

@@ -11,6 +11,7 @@ from typing import Callable
 
 import numpy as np
 
+from fedsim.partition.flwr_partitioners import flwr_dirichlet, flwr_iid, flwr_natural
 from fedsim.partition.partitioners import (
     dirichlet,
     dirichlet_capped,
@@ -20,7 +21,7 @@ from fedsim.partition.partitioners import (
     single,
 )
 
-__all__ = ["PARTITIONERS", "make_partition"]
+__all__ = ["COLUMN_PARTITIONERS", "PARTITIONERS", "make_partition"]
 
 PARTITIONERS: dict[str, Callable[..., list[np.ndarray]]] = {
     "single": single,
@@ -29,7 +30,13 @@ PARTITIONERS: dict[str, Callable[..., list[np.ndarray]]] = {
     "dirichlet": dirichlet,
     "dirichlet_capped": dirichlet_capped,
     "hetero": hetero,
+    # flwr-datasets' partitioners (fedsim/partition/flwr_partitioners.py).
+    "flwr:iid": flwr_iid,
+    "flwr:natural": flwr_natural,
+    "flwr:dirichlet": flwr_dirichlet,
 }
+# The partitioners that split on the values of one column (`column=`).
+COLUMN_PARTITIONERS = ("dirichlet", "dirichlet_capped", "flwr:dirichlet")
 
 _ARRAY_MEANING = {
     "ids": "the natural id per row, e.g. the user id",
@@ -71,10 +78,11 @@ def make_partition(
     """Partition ``num_rows`` rows with the partitioner called ``name``.
 
     - "single": ``num_clients`` must be 1.
-    - "iid": no arrays needed.
+    - "iid", "flwr:iid": no arrays needed.
     - "natural": needs ``ids``; ``num_clients`` is ignored because the ids decide it
-      (``ceil(#distinct ids / ids_per_client)``).
-    - "dirichlet": needs ``column`` (label or sensitive attribute); uses ``alpha``, ``min_size``.
+      (``ceil(#distinct ids / ids_per_client)``). "flwr:natural": the same with one id per client.
+    - "dirichlet", "flwr:dirichlet": need ``column`` (label or sensitive attribute); use
+      ``alpha``, ``min_size``.
     - "dirichlet_capped": needs ``column``; uses ``alpha``, ``min_per_value``.
     - "hetero": needs ``column`` (the sensitive attribute) and ``labels``; uses ``low``, ``high``.
     """
@@ -84,14 +92,16 @@ def make_partition(
         if num_clients != 1:
             raise ValueError(f"num_clients={num_clients} is invalid for 'single'; it must be 1")
         return single(num_rows)
-    if name == "iid":
-        return iid(num_rows, num_clients, seed=seed)
+    if name in ("iid", "flwr:iid"):
+        return PARTITIONERS[name](num_rows, num_clients, seed=seed)
     if name == "natural":
         return natural_id(
             _require(name, "ids", ids, num_rows), ids_per_client=ids_per_client, seed=seed
         )
-    if name == "dirichlet":
-        return dirichlet(
+    if name == "flwr:natural":
+        return flwr_natural(_require(name, "ids", ids, num_rows), seed=seed)
+    if name in ("dirichlet", "flwr:dirichlet"):
+        return PARTITIONERS[name](
             _require(name, "column", column, num_rows),
             num_clients,
             alpha=alpha,
