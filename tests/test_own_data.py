@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import csv
 import json
+import re
+import tomllib
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +21,7 @@ from fedsim.data import DataError, load_dataset
 from fedsim.data.interactions import PROTOCOLS
 from fedsim.data.tabular import _adult_columns
 from fedsim.federation import load_federation
-from fedsim.spec import SpecError, resolve
+from fedsim.spec import SpecError, flatten, resolve
 from tests.helpers import run_fake
 
 SPLIT_ARRAYS = ("train_indptr", "train_indices", "train_sequence", "test_items", "test_negatives",
@@ -178,6 +180,14 @@ def test_bad_tables_and_paths(tmp_path):
                                         r"data.path"):
         resolve({"dataset": "tabular-file", "method": "fedavg", "model": "logreg",
                  "partitioner": "iid", "num_clients": 2})
+
+
+def test_the_readme_examples_are_valid_specs():
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("\n## Your own data\n")[1].split("\n## ")[0]
+    examples = [resolve(flatten(tomllib.loads(block)))
+                for block in re.findall(r"```toml\n(.*?)```", section, re.S)]
+    assert [spec["dataset"] for spec in examples] == ["interactions-file", "tabular-file"]
 
 
 def test_the_task_comes_from_the_dataset(tmp_path):
