@@ -176,6 +176,10 @@ def test_bad_tables_and_paths(tmp_path):
     no_features = write_csv(tmp_path / "bare.csv", ["label", "sensitive"], [["0", "0"], ["1", "1"]])
     with pytest.raises(DataError, match="no feature column"):
         load_dataset("tabular-file", path=str(no_features))
+    gap = write_csv(tmp_path / "gap.csv", ["age", "label", "sensitive"], [["30", "0", "0"],
+                                                                         ["", "1", "1"]])
+    with pytest.raises(DataError, match=r"gap.csv line 3: column 'age' \(a feature\) is empty"):
+        load_dataset("tabular-file", path=str(gap))
     with pytest.raises(SpecError, match=r"dataset = 'tabular-file' reads your own file: set "
                                         r"data.path"):
         resolve({"dataset": "tabular-file", "method": "fedavg", "model": "logreg",

@@ -46,13 +46,13 @@ class TableFile:
                             "fill in or drop such rows")
         return values
 
-    def is_number(self, name: str) -> bool:
-        """Whether column `name` holds numbers: its RecBole type says so, or (CSV) every value
-        parses as one."""
+    def is_number(self, name: str, key: str) -> bool:
+        """Whether column `name` (what `key` says it is) holds numbers: its RecBole type says
+        so, or (CSV) every value parses as one."""
         if self.types:
             return self.types[name] == "float"
         try:
-            self.column(name, "column").astype(np.float64)
+            self.column(name, key).astype(np.float64)
         except ValueError:
             return False
         return True

@@ -342,7 +342,7 @@ def load_tabular_file(
     if not features:
         raise DataError(f"{path}: no feature column besides data.label_column = {label_column!r} "
                         f"and data.sensitive_column = {sensitive_column!r}")
-    numerical = [name for name in features if table.is_number(name)]
+    numerical = [name for name in features if table.is_number(name, "a feature")]
     categorical = [name for name in features if name not in numerical]
     columns = {name: table.column(name, "a feature") for name in features}
     return build_tabular(str(path), columns, categorical, numerical, label=label,
