@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+# slow_guard: a test that starts Ray or a Flower/Ray launcher must be marked slow;
+# pytester: tests/test_markers.py runs that guard on small test files.
+pytest_plugins = ["tests.slow_guard", "pytester"]
+
 
 @pytest.fixture(scope="session")
 def data_dir() -> Path:

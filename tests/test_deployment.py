@@ -34,6 +34,8 @@ import pytest
 from tests.processes import (flwr_env, free_port, processes_naming, run_status, spec_file,
                              stop_groups, wait_for_port)
 
+pytestmark = pytest.mark.slow  # a SuperLink and two SuperNodes per test
+
 ROOT = Path(__file__).resolve().parent.parent
 
 

@@ -10,8 +10,12 @@ import os
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.processes import (flwr_env, free_port, processes_naming, run_status, spec_file,
                              stop_groups)
+
+pytestmark = pytest.mark.slow  # a SuperLink and a Ray simulation
 
 ROOT = Path(__file__).resolve().parent.parent
 

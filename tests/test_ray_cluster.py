@@ -80,6 +80,7 @@ def test_ray_address_from_the_cli_or_the_environment_attaches_without_num_cpus(m
     assert "address" not in backend_config(resolve({}))["init_args"]
 
 
+@pytest.mark.slow
 def test_simulation_on_a_two_node_ray_cluster_uses_both_nodes(ray_cluster, tmp_path):
     records: list[dict] = []
     spec = resolve({"dataset": "synthetic-rec", "rounds": 2, "fraction": 0.05, "nodes": 4,

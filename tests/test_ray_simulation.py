@@ -2,11 +2,14 @@
 
 import json
 
+import pytest
 
 from fedsim.runner.results import build_summary
 from fedsim.runner.simulation import simulate
 from fedsim.spec import resolve
 from tests.helpers import run_fake
+
+pytestmark = pytest.mark.slow  # starts Ray
 
 
 def test_ray_simulation_writes_results_and_matches_the_in_process_run(tmp_path):

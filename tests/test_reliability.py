@@ -20,6 +20,7 @@ TAB = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
        "fedavg.lr": 0.1, "fedavg.local_epochs": 3, "nodes": 0}
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_way_resumes_to_the_uninterrupted_result(tmp_path):
     """SIGKILL `fedsim run` after round 2, `fedsim run --resume`, compare with a run that was
     never interrupted (same spec on the in-process grid: results do not depend on the runtime)."""
