@@ -102,6 +102,17 @@ def test_rating_column_keeps_rows_rated_at_least_min_rating(ml100k_rows, tmp_pat
     assert filtered.num_train < load_dataset("interactions-file", path=str(everything)).num_train
 
 
+def test_integer_times_keep_their_order_past_float_precision(tmp_path):
+    """Nanosecond times 1 ns apart (as floats they would tie, and the fedrecgel protocol would
+    hold out the lowest item of the tie): the latest row is the test item."""
+    start = 1_700_000_000_000_000_000
+    rows = [[user, item, str(start + t)] for user, items in (("u", "abcde"), ("v", "fghij"))
+            for t, item in enumerate(items)]
+    path = write_csv(tmp_path / "ns.csv", ["user_id", "item_id", "timestamp"], rows)
+    data = load_dataset("interactions-file", path=str(path), num_negatives=1, protocol="fedrecgel")
+    np.testing.assert_array_equal(data.test_items, [4, 9])  # "e" and "j", the last rows
+
+
 def test_text_ids_work_and_integer_ids_sort_as_numbers(tmp_path):
     rows = [[user, item, str(t)] for t, (user, item) in enumerate(
         [("9", i) for i in "abcdef"] + [("10", i) for i in "cdefgh"])]

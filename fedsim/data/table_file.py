@@ -58,8 +58,13 @@ class TableFile:
         return True
 
     def numbers(self, name: str, key: str) -> np.ndarray:
-        """Column `name` as float64; a value that is not a number is an error naming it."""
+        """Column `name` as int64 when every value is written as an integer (exact past 2**53,
+        e.g. nanosecond times, which float64 would merge), else float64; a value that is not a
+        number is an error naming it."""
         values = self.column(name, key)
+        integers = ids(values)
+        if integers.dtype == np.int64:
+            return integers
         try:
             return values.astype(np.float64)
         except ValueError:
