@@ -9,6 +9,7 @@ pooled rows as a CSV.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import re
 import tomllib
@@ -260,3 +261,6 @@ def test_fedsim_run_on_an_interactions_csv(ml100k_rows, tmp_path):
     written = json.loads((out / "summary.json").read_text())
     assert written["dataset"] == "interactions-file" and written["num_clients"] == 943
     assert written["rounds"] == 2
+    # The file read, by content: there is no registry checksum to name it.
+    assert written["data_files"] == [{"file": str(path), "path": str(path.resolve()),
+                                      "sha256": hashlib.sha256(path.read_bytes()).hexdigest()}]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -118,9 +119,16 @@ def _load_cached(
     return info.loader(**dict(kwargs))
 
 
-def data_files(name: str, data_dir: str | Path | None = None) -> list[dict[str, str]]:
+def data_files(name: str, data_dir: str | Path | None = None,
+               path: str | Path = "") -> list[dict[str, str]]:
     """The raw files dataset `name` reads (none for generated ones): for each, its path relative to a
     data dir ("file"), the absolute path found with `data_dir` as :func:`load_dataset` finds it, and its
-    sha256 (every file is checked against it when found, so this is the content that was read)."""
+    sha256 (every file is checked against it when found, so this is the content that was read). A
+    dataset read from your own file (spec data.path, `path`) has no checksum to check: its sha256
+    is computed here, so the summary still says which content the run read."""
+    if not DATASETS[name].files and path:
+        own = Path(path).resolve()
+        return [{"file": str(path), "path": str(own),
+                 "sha256": hashlib.sha256(own.read_bytes()).hexdigest()}]
     return [{"file": file.path, "path": str(locate(file, data_dir, download=False).resolve()),
              "sha256": file.sha256} for file in DATASETS[name].files]

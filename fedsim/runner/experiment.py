@@ -92,7 +92,8 @@ def run_on_grid(grid: Grid, spec: Mapping[str, Any], out_dir: Path,
     run_id = checkpoint["run_id"] if checkpoint else uuid.uuid4().hex
     recorder = RunRecorder(out_dir, spec, method.headline, on_record,
                            resume_round=checkpoint["round"] if checkpoint else None,
-                           data_files=data_files(spec["dataset"], spec["data_dir"] or None))
+                           data_files=data_files(spec["dataset"], spec["data_dir"] or None,
+                                                      spec["data.path"]))
     strategy = method.build(spec, federation, {"run_id": run_id, "on_round": recorder.on_round})
     strategy.on_checkpoint = lambda server_round, arrays: save_checkpoint(
         out_dir, server_round, run_id, arrays, strategy.state_dict())
