@@ -30,7 +30,7 @@ from tests.fake_grid import FakeGrid
 CLIENTS, NODES = 20, 3
 SPEC = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
         "partitioner": "dirichlet", "num_clients": CLIENTS, "nodes": NODES, "fraction": 0.5,
-        "fedavg.lr": 0.1, "fedavg.local_epochs": 2}
+        "fedavg.lr": 0.1, "fedavg.local_epochs": 1}
 
 
 @pytest.fixture
