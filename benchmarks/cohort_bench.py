@@ -31,8 +31,9 @@ import numpy as np
 import torch
 
 from clients.fedncf import FedNCFClient
-from clients.ranking_eval import evaluate_users, means_from_sums
+from clients.ranking_eval import evaluate_users
 from fedsim.federation import load_federation
+from fedsim.messages.ranking import means_from_sums
 from fedsim.methods import METHODS
 from fedsim.models import backbone
 from fedsim.runner.simulation import simulate

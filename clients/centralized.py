@@ -18,6 +18,7 @@ import torch
 
 from fedsim.methods.centralized import make_trainer
 from fedsim.federation import load_federation
+from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.optim import load_adam, save_adam
 
 Arrays = dict[str, np.ndarray]
@@ -57,7 +58,7 @@ class CentralizedClient:
         state.save({**save_adam(self.optimizer), **{
             TRAINER_PREFIX + k: v for k, v in self.trainer.private_state().items()}})
         weights = {k: v.detach().numpy().copy() for k, v in self.model.state_dict().items()}
-        return weights, {"num-examples": self.trainer.num_examples(), "train-loss": loss}
+        return weights, {NUM_EXAMPLES: self.trainer.num_examples(), TRAIN_LOSS: loss}
 
     def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
                  ) -> tuple[Arrays, dict[str, float]]:

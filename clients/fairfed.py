@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from clients.fedavg import FedAvgClient
-
-COUNTS = "fairness_counts"
+from fedsim.messages.fairfed import FAIRNESS_COUNTS
 
 
 class FairFedClient(FedAvgClient):
@@ -26,4 +25,4 @@ class FairFedClient(FedAvgClient):
         self._load(shared)
         counts = self.confusion(self.x, self.y, self.s)  # of θ^t, before the local steps
         weights, metrics = super().train(shared, own, state, server_round)
-        return {**weights, COUNTS: counts}, metrics
+        return {**weights, FAIRNESS_COUNTS: counts}, metrics

@@ -13,6 +13,8 @@ import numpy as np
 import torch
 
 from fedsim.federation import load_federation
+from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
+from fedsim.messages.fedavg import CONFUSION
 from fedsim.metrics import confusion_counts
 from fedsim.models import make_classifier
 
@@ -50,14 +52,14 @@ class FedAvgClient:
                               seed=[self.seed, self.partition_id, server_round],
                               sample_weights=sample_weights)
         weights = {k: v.detach().numpy() for k, v in self.model.state_dict().items()}
-        return weights, {"num-examples": len(self.y), "train-loss": loss}
+        return weights, {NUM_EXAMPLES: len(self.y), TRAIN_LOSS: loss}
 
     def evaluate(self, shared: dict[str, np.ndarray], own: dict[str, np.ndarray],
                  state, server_round: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Confusion counts per group of the global model on this client's test rows."""
         self._load(shared)
         counts = self.confusion(self.x_test, self.y_test, self.s_test)
-        return {"confusion": counts}, {"num-examples": len(self.y_test)}
+        return {CONFUSION: counts}, {NUM_EXAMPLES: len(self.y_test)}
 
     def confusion(self, x: np.ndarray, y: np.ndarray, s: np.ndarray) -> np.ndarray:
         """Confusion counts per group [groups, classes, classes] of the loaded model on rows."""

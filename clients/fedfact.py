@@ -37,11 +37,12 @@ import torch
 from clients.fedavg import FedAvgClient
 from fedsim.fairness import calibration as cal
 from fedsim.federation import load_federation
+from fedsim.messages.common import COUNT_TABLE, NUM_EXAMPLES
+from fedsim.messages.fedavg import CONFUSION
+from fedsim.messages.fedfact import DUAL_OBJECTIVE, GRAD_LAMBDA, LAMBDA, POOLED, PREFIX
 from fedsim.metrics import expected_confusion_counts
 
 Arrays = dict[str, np.ndarray]
-LAMBDA = "fedfact.lambda"
-POOLED = "fedfact.pooled_counts"
 
 
 class FedFACTClient(FedAvgClient):
@@ -58,15 +59,20 @@ class FedFACTClient(FedAvgClient):
         self.bound = spec["fedfact.bound"]
         self.dual_lr = spec["fedfact.dual_lr"]
 
-    def counts(self) -> Arrays:
-        """n_k[a, y] of the training rows (the one-off "query.counts" reply)."""
+    def group_label_counts(self) -> np.ndarray:
+        """n_k[a, y] of the training rows, int64 [groups, classes]."""
         flat = self.s * self.num_classes + self.y
         counts = np.bincount(flat, minlength=self.num_groups * self.num_classes)
-        return {"counts": counts.reshape(self.num_groups, self.num_classes).astype(np.int64)}
+        return counts.reshape(self.num_groups, self.num_classes).astype(np.int64)
+
+    def query_counts(self, shared: Arrays, own: Arrays, state, server_round: int
+                     ) -> tuple[Arrays, dict[str, float]]:
+        """The reply to the server's one-off ``query.counts``: n_k[a, y]."""
+        return {COUNT_TABLE: self.group_label_counts()}, {}
 
     def _matrices(self, pooled: np.ndarray) -> dict[str, torch.Tensor]:
         """This client's constraint matrices and group shares p_{a,k} (brief §1.3)."""
-        own = self.counts()["counts"]
+        own = self.group_label_counts()
         d_global, d_local = cal.constraint_matrices(own, pooled, self.criterion)
         return {"d_global": torch.from_numpy(d_global), "d_local": torch.from_numpy(d_local),
                 "group_share": torch.from_numpy(own.sum(1) / pooled.sum())}
@@ -80,7 +86,7 @@ class FedFACTClient(FedAvgClient):
         oscillates on small clients and small groups.
         """
         client_share = len(self.y) / float(pooled.sum())
-        return self.dual_lr * client_share * cal.cell_shares(self.counts()["counts"],
+        return self.dual_lr * client_share * cal.cell_shares(self.group_label_counts(),
                                                               self.criterion)
 
     def _mu(self, state, size: int) -> np.ndarray:
@@ -106,12 +112,12 @@ class FedFACTPostClient(FedFACTClient):
         With ``fedfact.group_calibration`` the model's log-scores get per-group class offsets
         fitted on the client's training rows (:func:`cal.group_prior_shift`).
         """
-        self._load({k: v for k, v in shared.items() if not k.startswith("fedfact.")})
+        self._load({k: v for k, v in shared.items() if not k.startswith(PREFIX)})
         with torch.no_grad():
             log_scores = torch.log_softmax(self.model(torch.from_numpy(x)).double(), dim=1)
             if self.group_calibration:
                 train = torch.log_softmax(self.model(torch.from_numpy(self.x)).double(), dim=1)
-                offsets = cal.group_prior_shift(train.numpy(), self.s, self.counts()["counts"])
+                offsets = cal.group_prior_shift(train.numpy(), self.s, self.group_label_counts())
                 log_scores = log_scores + torch.from_numpy(offsets)[torch.from_numpy(s)]
         return {"eta": torch.softmax(log_scores, dim=1), "groups": torch.from_numpy(np.asarray(s)),
                 **self._matrices(shared[POOLED])}
@@ -140,11 +146,11 @@ class FedFACTPostClient(FedFACTClient):
             state.save({"mu": mu})
         lam_t = lam.clone().requires_grad_()
         value = objective(lam_t, torch.from_numpy(mu))
-        metrics = {"num-examples": len(self.y), "dual-objective": value.item()}
+        metrics = {NUM_EXAMPLES: len(self.y), DUAL_OBJECTIVE: value.item()}
         if "g" not in self.variant:
             return {}, metrics
         (grad,) = torch.autograd.grad(value, lam_t)
-        return {"grad_lambda": grad.numpy()}, metrics
+        return {GRAD_LAMBDA: grad.numpy()}, metrics
 
     def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
                  ) -> tuple[Arrays, dict[str, float]]:
@@ -156,7 +162,7 @@ class FedFACTPostClient(FedFACTClient):
                                            self.num_classes, self.num_groups)
         if self.smoothing == "softmax":  # one-hot predictions: exact integer counts
             counts = np.rint(counts).astype(np.int64)
-        return {"confusion": counts}, {"num-examples": len(self.y_test)}
+        return {CONFUSION: counts}, {NUM_EXAMPLES: len(self.y_test)}
 
     def predict_proba(self, shared: Arrays, state, x: np.ndarray, s: np.ndarray) -> np.ndarray:
         """P(Ŷ=j | row) [rows, classes] of this client's calibrated classifier (duals λ from

@@ -31,8 +31,11 @@ import numpy as np
 import torch
 
 from clients.fedavg import local_training
-from clients.fedfact import LAMBDA, POOLED, Arrays, FedFACTClient
+from clients.fedfact import Arrays, FedFACTClient
 from fedsim.fairness import calibration as cal
+from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
+from fedsim.messages.fedavg import CONFUSION
+from fedsim.messages.fedfact import DISPARITY_GLOBAL, LAMBDA, POOLED, PREFIX
 from fedsim.metrics import confusion_counts
 from fedsim.models import make_classifier
 
@@ -66,7 +69,7 @@ class FedFACTInClient(FedFACTClient):
 
     def train(self, shared: Arrays, own: Arrays, state, server_round: int
               ) -> tuple[Arrays, dict[str, float]]:
-        theta = {k: v for k, v in shared.items() if not k.startswith("fedfact.")}
+        theta = {k: v for k, v in shared.items() if not k.startswith(PREFIX)}
         lam = np.asarray(shared[LAMBDA], np.float64)
         phi, w, mu = self._private(state, theta, lam.shape[1])
         matrices = self._matrices(shared[POOLED])
@@ -103,8 +106,8 @@ class FedFACTInClient(FedFACTClient):
                     **{PHI + k: v for k, v in trained["phi"].items()}})
         reply = dict(trained["theta"])
         if "g" in self.variant:
-            reply["disparity_global"] = share
-        return reply, {"num-examples": len(self.y), "train-loss": train_loss["theta"]}
+            reply[DISPARITY_GLOBAL] = share
+        return reply, {NUM_EXAMPLES: len(self.y), TRAIN_LOSS: train_loss["theta"]}
 
     def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
                  ) -> tuple[Arrays, dict[str, float]]:
@@ -114,4 +117,4 @@ class FedFACTInClient(FedFACTClient):
         predicted = (w * f_theta + (1 - w) * f_phi).argmax(1).numpy()
         counts = confusion_counts(self.y_test, predicted, self.s_test, self.num_classes,
                                   self.num_groups)
-        return {"confusion": counts}, {"num-examples": len(self.y_test)}
+        return {CONFUSION: counts}, {NUM_EXAMPLES: len(self.y_test)}

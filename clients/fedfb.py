@@ -16,14 +16,15 @@ import numpy as np
 import torch
 
 from clients.fedavg import FedAvgClient
-
-WEIGHTS = "fedfb.weights"
+from fedsim.messages.common import COUNT_TABLE
+from fedsim.messages.fedfb import LOSS_TABLE, WEIGHT_SUM, WEIGHTS
 
 
 class FedFBClient(FedAvgClient):
     """FedAvg's local training with per-(group, label) loss weights from the server."""
 
-    def group_losses(self, shared: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def query_group_losses(self, shared: dict[str, np.ndarray], own, state, server_round: int
+                           ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         """Rows and summed cross entropy of the global model per (group, label) cell."""
         self._load(shared)
         with torch.no_grad():
@@ -35,11 +36,11 @@ class FedFBClient(FedAvgClient):
         losses = np.zeros((self.num_groups, self.num_classes))
         np.add.at(counts, cells, 1)
         np.add.at(losses, cells, loss)
-        return {"counts": counts, "losses": losses}
+        return {COUNT_TABLE: counts, LOSS_TABLE: losses}, {}
 
     def train(self, shared: dict[str, np.ndarray], own: dict[str, np.ndarray], state,
               server_round: int) -> tuple[dict[str, np.ndarray], dict[str, float]]:
         weights = shared[WEIGHTS][self.s, self.y]
         model = {k: v for k, v in shared.items() if k != WEIGHTS}
         arrays, metrics = super().train(model, own, state, server_round, sample_weights=weights)
-        return arrays, {**metrics, "weight-sum": float(weights.sum())}
+        return arrays, {**metrics, WEIGHT_SUM: float(weights.sum())}

@@ -13,6 +13,14 @@ The backbone is the spec's ``model`` (NeuMF for FedNCF, MF for FedMF); the class
 its table ownership (:class:`fedsim.models.recommender.Recommender`). Subclasses change how the
 gradients of one round are taken (:meth:`FedNCFClient.gradients`; FedRecGEL adds SAM passes).
 
+Cohort mode (:mod:`clients.cohort`): :meth:`FedNCFClient.train_batch` computes the rounds of a
+message's clients in one vectorised pass (``torch.func.vmap`` over a client axis), each client
+with its own user rows, item rows, sample and negatives, gradients (:meth:`batched_gradients`,
+the twin of :meth:`gradients`), Adam state and upload; clients are padded to a common size
+within a pass, padded samples carrying zero loss weight and padded rows zero gradients.
+:meth:`FedNCFClient.evaluate_batch` ranks all their users under one model. Both agree with the
+clients run one by one to float tolerance (tests/test_cohort.py).
+
 The client's round sample is a pure function of (seed, partition id, round), so the server can
 first ask which item rows a client needs ("query.rows") and then send only those rows.
 Private state (user embeddings and their Adam moments) lives in the node's Context state and
@@ -27,13 +35,18 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from torch.func import functional_call, grad_and_value, vmap
 
-from clients.ranking_eval import evaluate_users
+from clients import cohort
+from clients.ranking_eval import evaluate_user_groups, evaluate_users
 from fedsim.federation import load_federation
+from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
+from fedsim.messages.fedncf import ITEM_IDS
 from fedsim.models import Recommender, backbone
 from fedsim.optim import load_adam, save_adam
 
 Arrays = dict[str, np.ndarray]
+Reply = tuple[Arrays, dict[str, float]]
 
 
 class FedNCFClient:
@@ -90,19 +103,14 @@ class FedNCFClient:
                              "cover this round's sample")
         return users, local_items, labels
 
-    def batchable(self) -> bool:
-        """Whether :mod:`clients.cohort` computes this client's round: its gradients are
-        described by :meth:`sam_radii` alone."""
-        return True
-
-    def sam_radii(self) -> tuple[float, float, bool]:
-        """(rho_sh, rho_ns, item-wise shared radius) of the round's gradient: FedNCF takes the
-        plain gradient; FedRecGEL overrides."""
-        return 0.0, 0.0, False
-
     def needed_items(self, server_round: int) -> np.ndarray:
         """Item rows this round's sample touches (asked for before training)."""
         return np.unique(self.round_sample(server_round)[1])
+
+    def query_rows(self, shared: Arrays, own: Arrays, state, server_round: int
+                   ) -> tuple[Arrays, dict[str, float]]:
+        """The reply to the server's ``query.rows`` before training: :meth:`needed_items`."""
+        return {ITEM_IDS: self.needed_items(server_round)}, {}
 
     # --- private state --------------------------------------------------------------------------
     def private_state(self, state) -> Arrays:
@@ -126,10 +134,10 @@ class FedNCFClient:
         `shared` holds the dense layers, `own` the item rows this client asked for ("item_ids"
         and the backbone's item tables); `state` is this client's private store.
         """
-        item_ids = own["item_ids"]
+        item_ids = own[ITEM_IDS]
         private = self.private_state(state)
         user_tables = self.backbone.USER_TABLES
-        model = self.backbone.from_arrays({**shared, **_without(own, "item_ids"),
+        model = self.backbone.from_arrays({**shared, **_without(own, ITEM_IDS),
                                            **{k: private[k] for k in user_tables}})
         users, local_items, labels = self.local_sample(item_ids, server_round)
         users_t, items_t, labels_t = (torch.from_numpy(a) for a in (users, local_items, labels))
@@ -147,8 +155,8 @@ class FedNCFClient:
                      save_adam(optimizer))
 
         upload, _ = self.backbone.split(grads)
-        upload = {"item_ids": item_ids, **{n: g.numpy() for n, g in upload.items()}}
-        return upload, {"num-examples": int(labels.sum()), "train-loss": float(loss.detach())}
+        upload = {ITEM_IDS: item_ids, **{n: g.numpy() for n, g in upload.items()}}
+        return upload, {NUM_EXAMPLES: int(labels.sum()), TRAIN_LOSS: float(loss.detach())}
 
     def gradients(self, model: Recommender, loss_fn: Callable[[], torch.Tensor]
                   ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
@@ -174,6 +182,100 @@ class FedNCFClient:
             sums = evaluate_users(model, self.data, self.users, self.head_fraction,
                                   full=self.full_ranking_due(server_round))
         return {}, sums
+
+    # --- cohort mode: the same rounds, a message's clients at once (clients.cohort) -----------
+    def batchable(self, shared: Arrays, training: bool) -> bool:
+        """This class's rounds are :meth:`train_batch`'s and :meth:`evaluate_batch`'s. Training
+        needs item-sparse messages: in DP's dense-rows mode every client holds the whole item
+        table, which stacking would copy per client; evaluation always receives the whole item
+        table in ``shared`` and scores every client's users against that one copy."""
+        return not (training and any(k in shared for k in self.backbone.ITEM_TABLES))
+
+    @staticmethod
+    def train_batch(clients: list[FedNCFClient], shared: Arrays, owns: list[Arrays],
+                    stores: list, server_round: int) -> list[Reply]:
+        """:meth:`train` of every client (all of one class), in vectorised passes of clients of
+        similar sample counts (:func:`clients.cohort.passes`); replies in the order of
+        ``clients``."""
+        inputs = [client._batch_inputs(own, store, server_round)
+                  for client, own, store in zip(clients, owns, stores)]
+        replies: list = [None] * len(clients)
+        for indices in cohort.passes([len(x["labels"]) for x in inputs]):
+            computed = clients[0]._train_pass(shared, [inputs[i] for i in indices],
+                                              [stores[i] for i in indices])
+            for index, reply in zip(indices, computed):
+                replies[index] = reply
+        return replies
+
+    def _batch_inputs(self, own: Arrays, store, server_round: int) -> dict:
+        users, items, labels = self.local_sample(own[ITEM_IDS], server_round)
+        return {"private": self.private_state(store), "own": own, "users": users, "items": items,
+                "labels": labels, "weights": chunk_weights(len(labels), self.chunk_size)}
+
+    def _train_pass(self, shared: Arrays, inputs: list[dict], stores: list) -> list[Reply]:
+        """One vectorised pass of :meth:`train` over the clients of `inputs` (this client's
+        settings, which the spec gives every client of the message)."""
+        user_tables, item_tables = self.backbone.USER_TABLES, self.backbone.ITEM_TABLES
+        samples = max(len(x["labels"]) for x in inputs)
+        rows = max(len(x["own"][ITEM_IDS]) for x in inputs)
+        user_rows = max(len(x["private"][user_tables[0]]) for x in inputs)
+        per_client = {
+            **{k: cohort.pad([x["private"][k] for x in inputs], user_rows) for k in user_tables},
+            **{k: cohort.pad([x["own"][k] for x in inputs], rows) for k in item_tables}}
+        dense = {k: torch.from_numpy(np.asarray(v)) for k, v in shared.items()}
+        batch = [cohort.pad([x[key] for x in inputs], samples)
+                 for key in ("users", "items", "labels", "weights")]
+        model = self.backbone(0, 0, **self.backbone.sizes_of({**shared, **inputs[0]["private"]}))
+
+        def round_gradients(own_params, dense_params, users, items, labels, weights):
+            """One client's (loss, gradients): the weighted BCE sum is :func:`chunked_bce`."""
+            def loss(params):
+                logits = functional_call(model, params, (users, items))
+                return (torch.nn.functional.binary_cross_entropy_with_logits(
+                    logits, labels, reduction="none") * weights).sum()
+            return self.batched_gradients(loss, {**own_params, **dense_params})
+
+        values, grads = vmap(round_gradients, in_dims=(0, None, 0, 0, 0, 0))(
+            per_client, dense, *batch)
+        new_tables, adam = cohort.adam_step({k: per_client[k] for k in user_tables},
+                                            {k: grads[k] for k in user_tables},
+                                            [x["private"] for x in inputs], self.client_lr)
+        replies = []
+        for k, (x, store) in enumerate(zip(inputs, stores)):
+            n_users, n_rows = len(x["private"][user_tables[0]]), len(x["own"][ITEM_IDS])
+            save_private(store, {t: new_tables[t][k, :n_users].numpy() for t in user_tables},
+                         {name: (a[k] if name.endswith(".step") else a[k, :n_users]).numpy()
+                          for name, a in adam.items()})
+            upload = {ITEM_IDS: x["own"][ITEM_IDS]}
+            for name, g in grads.items():
+                if name.startswith(self.backbone.SHARED_PREFIXES):
+                    upload[name] = (g[k, :n_rows] if name in item_tables else g[k]).numpy()
+            replies.append((upload, {NUM_EXAMPLES: int(x["labels"].sum()),
+                                     TRAIN_LOSS: float(values[k])}))
+        return replies
+
+    def batched_gradients(self, loss: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                          params: dict[str, torch.Tensor]
+                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`gradients` as a pure function of one client's parameters, for ``vmap``:
+        (loss, gradient of every parameter by name), one plain pass."""
+        grads, value = grad_and_value(loss)(params)
+        return value, grads
+
+    @staticmethod
+    def evaluate_batch(clients: list[FedNCFClient], shared: Arrays, stores: list,
+                       server_round: int) -> list[Reply]:
+        """:meth:`evaluate` of every client: one model holding all their user rows."""
+        first = clients[0]
+        privates = [c.private_state(store) for c, store in zip(clients, stores)]
+        users = {k: np.concatenate([p[k] for p in privates]) for k in first.backbone.USER_TABLES}
+        model = first.backbone.from_arrays({**shared, **users})
+        with torch.no_grad():
+            sums = evaluate_user_groups(model, first.data,
+                                        np.concatenate([c.users for c in clients]),
+                                        [len(c.users) for c in clients], first.head_fraction,
+                                        full=first.full_ranking_due(server_round))
+        return [({}, s) for s in sums]
 
 
 # The model of the evaluation message being served: (its shared arrays, the model). A node
@@ -237,6 +339,13 @@ def save_private(state, user_tables: Arrays, adam: Arrays) -> None:
 
 def _without(arrays: Arrays, key: str) -> Arrays:
     return {k: v for k, v in arrays.items() if k != key}
+
+
+def chunk_weights(n: int, chunk: int) -> np.ndarray:
+    """Per-sample weights that turn a weighted BCE sum over `n` samples into
+    :func:`chunked_bce`: the sum over consecutive chunks of the chunk mean."""
+    sizes = np.minimum(chunk, n - np.arange(0, n, chunk))
+    return np.repeat(1.0 / sizes, sizes).astype(np.float32)
 
 
 def chunked_bce(logits: torch.Tensor, labels: torch.Tensor, chunk_size: int,

@@ -21,9 +21,14 @@ weighted by ``beta`` of its block's positive item (the positive and its negative
 of a softmax sample with that target), and the upload is ``g + g~_beta - g_beta`` with ``g~_beta``
 the weighted gradient at the perturbed point. ``beta`` comes from the server with the item rows
 ("item_beta", one weight per row), computed from the item counts every client reports once
-(:meth:`FedRecGELClient.counts`). The private pass is unchanged. With all ``beta = 1`` this is
-the shared SAM pass again (up to rounding); it costs one more forward/backward pass. These
-clients run one by one, not in cohort mode (:mod:`clients.cohort` does not weight samples).
+(:meth:`FedRecGELClient.item_counts`). The private pass is unchanged. With all ``beta = 1`` this is
+the shared SAM pass again (up to rounding); it costs one more forward/backward pass. EISAM
+clients run one by one, not in cohort mode (:meth:`FedRecGELClient.batched_gradients` does not
+weight samples).
+
+Cohort mode (:mod:`clients.cohort`): FedNCF's batched round
+(:meth:`clients.fedncf.FedNCFClient.train_batch`) with this class's
+:meth:`~FedRecGELClient.batched_gradients`, the twin of :meth:`~FedRecGELClient.gradients`.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ from typing import Any, Mapping
 
 import numpy as np
 import torch
+from torch.func import grad, grad_and_value
 
-from clients.fedncf import FedNCFClient
+from clients.fedncf import Arrays, FedNCFClient
+from fedsim.messages.common import COUNT_TABLE
+from fedsim.messages.fedncf import ITEM_IDS
+from fedsim.messages.fedrecgel import ITEM_BETA
 from fedsim.models import Recommender
-from fedsim.optim import sam_gradient, weighted_sam_gradient
-
-ITEM_BETA = "item_beta"  # per-client array of EISAM weights, aligned with "item_ids"
+from fedsim.optim import perturbation, sam_gradient, weighted_sam_gradient
 
 
 class FedRecGELClient(FedNCFClient):
@@ -50,17 +57,20 @@ class FedRecGELClient(FedNCFClient):
         self.eisam = spec["fedrecgel.eisam"]
         self._sample_weights: torch.Tensor | None = None  # EISAM: of the round being trained
 
-    def batchable(self) -> bool:
-        return not self.eisam  # EISAM's sample weights are not in the cohort computation
+    def batchable(self, shared: Arrays, training: bool) -> bool:
+        """FedNCF's batched round with :meth:`batched_gradients`, except in EISAM mode, whose
+        sample weights the batched gradients do not take."""
+        return not self.eisam and super().batchable(shared, training)
 
-    def sam_radii(self) -> tuple[float, float, bool]:
-        return self.rho_sh, self.rho_ns, self.item_centric
-
-    def counts(self) -> dict[str, np.ndarray]:
-        """Reply to the server's one-off ``query.counts`` (EISAM mode): "counts", int64
-        [num_items], the training interactions of this client's users per item."""
+    def item_counts(self) -> np.ndarray:
+        """The training interactions of this client's users per item, int64 [num_items]."""
         items = np.concatenate([self.data.user_items(int(u)) for u in self.users])
-        return {"counts": np.bincount(items, minlength=self.data.num_items).astype(np.int64)}
+        return np.bincount(items, minlength=self.data.num_items).astype(np.int64)
+
+    def query_counts(self, shared: Arrays, own: Arrays, state, server_round: int
+                     ) -> tuple[Arrays, dict[str, float]]:
+        """The reply to the server's one-off ``query.counts`` (EISAM mode): its item counts."""
+        return {COUNT_TABLE: self.item_counts()}, {}
 
     def sample_weights(self, item_ids: np.ndarray, beta: np.ndarray, server_round: int
                        ) -> np.ndarray:
@@ -76,7 +86,7 @@ class FedRecGELClient(FedNCFClient):
     def train(self, shared, own, state, server_round: int):
         """FedNCF's round; in EISAM mode, first the round's sample weights from "item_beta"."""
         if self.eisam:
-            weights = self.sample_weights(own["item_ids"], own[ITEM_BETA], server_round)
+            weights = self.sample_weights(own[ITEM_IDS], own[ITEM_BETA], server_round)
             self._sample_weights = torch.from_numpy(weights.astype(np.float32))
             own = {k: v for k, v in own.items() if k != ITEM_BETA}
         try:
@@ -104,3 +114,23 @@ class FedRecGELClient(FedNCFClient):
                 sam = sam_gradient(loss_fn, tensors, base_grads, rho, flags)
             grads.update(zip(names, sam))
         return loss, grads
+
+    def batched_gradients(self, loss: Callable[[dict[str, torch.Tensor]], torch.Tensor],
+                          params: dict[str, torch.Tensor]
+                          ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """:meth:`gradients` as a pure function of one client's parameters, for ``vmap``: base
+        gradient, then a SAM pass per group from it (skipped at radius 0), norms per client.
+        Each pass differentiates only its group, so the user-row pass skips the per-client
+        gradients of the dense layers."""
+        grads, value = grad_and_value(loss)(params)
+        base = dict(grads)
+        shared = [n for n in params if n.startswith(self.backbone.SHARED_PREFIXES)]
+        for rho, names in ((self.rho_sh, shared), (self.rho_ns, list(self.backbone.USER_TABLES))):
+            if rho == 0:
+                continue
+            flags = [self.item_centric and n in self.backbone.ITEM_TABLES for n in names]
+            eps = perturbation([base[n] for n in names], rho, flags)
+            moved = {n: params[n] + e for n, e in zip(names, eps)}
+            rest = {n: v for n, v in params.items() if n not in moved}
+            grads.update(grad(lambda group: loss({**rest, **group}))(moved))
+        return value, grads

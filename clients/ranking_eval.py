@@ -6,7 +6,8 @@ Each client ranks its users' held-out items (test, and validation when present) 
   held-out item excluded).
 It returns *sums and counts* rather than means, so the server's pooled mean over all users is
 exact whatever the client sizes. Head/tail is decided by the held-out item (head = top
-``head_fraction`` of items by training count).
+``head_fraction`` of items by training count). The names of the sums and counts, and how the
+server pools them: :mod:`fedsim.messages.ranking`.
 """
 
 from __future__ import annotations
@@ -17,10 +18,8 @@ import numpy as np
 import torch
 
 from fedsim.data import Interactions
+from fedsim.messages.ranking import GROUPS, K, VALIDATION, count_name
 from fedsim.metrics import hit_at_k, ndcg_at_k, rank_against_all, rank_against_sampled
-
-K = 10
-GROUPS = ("", "_head", "_tail")
 
 
 def evaluate_users(model: torch.nn.Module, data: Interactions, users: np.ndarray,
@@ -62,7 +61,7 @@ def per_user_metrics(model: torch.nn.Module, data: Interactions, users: np.ndarr
     head = _head_mask(data, head_fraction)
     splits = [("", data.test_items, data.test_negatives, data.val_items)]
     if data.val_items is not None:
-        splits.append(("val_", data.val_items, data.val_negatives, data.test_items))
+        splits.append((VALIDATION, data.val_items, data.val_negatives, data.test_items))
     metrics: dict[str, np.ndarray] = {}
     for prefix, held_out, negatives, other in splits:
         scorer = val_model if prefix and val_model is not None else model
@@ -75,10 +74,9 @@ def per_user_metrics(model: torch.nn.Module, data: Interactions, users: np.ndarr
                 full_scores[scorer] = scorer.score_all(local).numpy()
             ranks["_full"] = rank_against_all(full_scores[scorer], positives,
                                               *exclusions(data, users, held_out, other))
-        groups = {"": np.ones(len(users), bool), "_head": head[positives],
-                  "_tail": ~head[positives]}
-        for group, mask in groups.items():
-            metrics[f"{prefix}n{group}"] = mask.astype(np.float64)
+        masks = (np.ones(len(users), bool), head[positives], ~head[positives])
+        for group, mask in zip(GROUPS, masks):
+            metrics[count_name(prefix, group)] = mask.astype(np.float64)
             for protocol, r in ranks.items():
                 metrics[f"{prefix}hr@{K}{protocol}{group}"] = hit_at_k(r, K) * mask
                 metrics[f"{prefix}ndcg@{K}{protocol}{group}"] = ndcg_at_k(r, K) * mask
@@ -108,21 +106,3 @@ def exclusions(data: Interactions, users: np.ndarray, held_out: np.ndarray,
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     indptr[1:] = np.cumsum([len(r) for r in rows])
     return indptr, np.concatenate(rows).astype(np.int64)
-
-
-def means_from_sums(sums: dict[str, float]) -> dict[str, float]:
-    """Pooled means from summed client replies: metric sum / the count of its split and group."""
-    means = {}
-    for name, total in sums.items():
-        if "@" not in name:
-            continue
-        count = sums.get(count_key(name), 0.0)
-        means[name] = total / count if count else float("nan")
-    return means
-
-
-def count_key(name: str) -> str:
-    """The count a metric sum is divided by: the users of its split and group ("val_n_tail")."""
-    prefix = "val_" if name.startswith("val_") else ""
-    group = next((g for g in GROUPS[1:] if name.endswith(g)), "")
-    return f"{prefix}n{group}"

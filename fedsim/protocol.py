@@ -8,11 +8,15 @@ node, and sends each node one message addressed to its sampled clients. The math
 client: each logical client gets its own rows, keeps its own private state and sends its own
 upload. With one client per node this is plain Flower.
 
+Before round 1 the strategy asks every node (message type ``query.discover``) which logical
+clients it hosts; the reply is ConfigRecord "info" with "partition-ids".
+
 Instruction content:
 - ConfigRecord "config": "server-round", "partition-ids" (the addressed logical clients),
   "deadline" (Unix time, server's clock: reply by then; clients not finished by then are
   reported failed, see :mod:`fedsim.app.client_app`), plus the strategy's ``message_config``
-  (fedsim puts the experiment spec there);
+  (fedsim's runner puts the experiment spec under "spec" and the run id, which names the
+  clients' private-state store, under "run-id");
 - ArrayRecord "arrays" (optional): arrays every addressed client receives (e.g. the model);
 - ArrayRecord "client-arrays" (optional): per-client arrays, packed by :func:`pack_arrays`.
 Reply content:
@@ -25,6 +29,11 @@ Reply content:
 Where the strategy aggregates a phase as a sum, its instructions carry a sum rule ("sum.*" keys
 in "config") and the node replies with one checked sum of its clients instead of per-client
 arrays and metrics (layout and checks: :mod:`fedsim.node_sums`).
+
+What a method's arrays, metrics and queries are called (the keys inside these records, and the
+message types of its queries, "query.<name>") is its message vocabulary, one module per method
+in :mod:`fedsim.messages`; a query "query.<name>" is answered by the addressed clients' method
+``query_<name>`` (:mod:`fedsim.app.client_app`).
 """
 
 from __future__ import annotations
@@ -34,9 +43,14 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
-from flwr.app import Array, ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, ConfigRecord, MessageType, MetricRecord, RecordDict
 
+DISCOVER = f"{MessageType.QUERY}.discover"
+NODE_INFO = "info"  # ConfigRecord of the discovery reply
 CONFIG = "config"
+SERVER_ROUND = "server-round"
+SPEC = "spec"  # in "config", from the runner's message_config
+RUN_ID = "run-id"  # likewise
 SHARED = "arrays"
 CLIENT_ARRAYS = "client-arrays"
 CLIENT_METRICS = "client-metrics"

@@ -8,10 +8,9 @@ experiments need:
 - logical clients: a node may host several clients (partitions); every message goes to a node
   and addresses a list of its clients (layout in :mod:`fedsim.protocol`);
 - discovery: before round 1 it waits until ``num_nodes`` nodes have registered and asks each
-  (message type ``query.discover``) which partitions it hosts (reply: ConfigRecord "info" with
-  "partition-ids"); clients are then sampled *by partition id* with ``default_rng([seed, round])``
-  and replies are aggregated in partition order, so results do not depend on node ids or on how
-  clients are spread over nodes;
+  (message type ``query.discover``) which partitions it hosts; clients are then sampled *by
+  partition id* with ``default_rng([seed, round])`` and replies are aggregated in partition
+  order, so results do not depend on node ids or on how clients are spread over nodes;
 - the round loop: Flower's sequence (configure/aggregate train, configure/aggregate evaluate,
   ``evaluate_fn``) preceded by a round-0 evaluation, startable at any round (``start_round``) and
   followed after every round by an optional ``on_checkpoint(round, arrays)`` hook;
@@ -23,6 +22,11 @@ experiments need:
   ``max_reply_bytes``) are left out and counted (one warning line per round); a training round
   without valid replies, or whose valid replies fall below ``min_replies`` (a fraction of the
   clients asked), does not count: the model stays as it was;
+- statistics summed over every client (FedFACT's and EISAM's counts, FedFB's group losses):
+  :meth:`ask_every_client` sends a query to every client and returns the sums of the reply
+  arrays it names, after rejecting malformed replies (missing, misshapen, counts that are not
+  non-negative integers) as any invalid reply is; no valid reply at all is an error naming the
+  query;
 - node sums: where a subclass declares a phase's aggregation a sum (:meth:`sum_rule`), each
   node checks its clients' replies and sends their sum (:mod:`fedsim.node_sums`); the replies
   the strategy collects are then sums of several clients (:class:`fedsim.node_sums.Sum`), which
@@ -55,7 +59,8 @@ import dataclasses
 import math
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
@@ -67,10 +72,9 @@ from flwr.serverapp.strategy import Result, Strategy
 
 from fedsim.node_sums import Sum, SumRule, is_sum, read_sum, reply_problem
 from fedsim.privacy import ClientAccountant
-from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, DEADLINE, INDEX, PARTITIONS, SHARED,
-                             ClientReply, pack_arrays, ray_node, read_reply)
-
-DISCOVER = f"{MessageType.QUERY}.discover"
+from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, DEADLINE, DISCOVER, INDEX, NODE_INFO,
+                             PARTITIONS, SERVER_ROUND, SHARED, ClientReply, pack_arrays, ray_node,
+                             read_reply)
 
 
 class PartitionedStrategy(Strategy):
@@ -145,6 +149,7 @@ class PartitionedStrategy(Strategy):
         self.physical_bytes = dict.fromkeys(self.bytes, 0)  # what the simulation moved
         self._phase = ""  # message type of the last instructions
         self._rule: SumRule | None = None  # how nodes sum their replies to it, if they do
+        self._tally: Tally | None = None  # what the replies hold, while asking every client
         self._addressed: dict[int, list[int]] = {}  # node -> partitions of its last instruction
         self._round: dict[str, Any] = {}
         self._ray_nodes: set[str] = set()  # Ray nodes that served this round's replies
@@ -203,14 +208,14 @@ class PartitionedStrategy(Strategy):
                 raise TimeoutError(f"only {len(nodes)} of {self.num_nodes} nodes registered "
                                    f"within {self.node_wait_timeout:.0f} s")
             time.sleep(0.1)
-        config = ConfigRecord({"server-round": 0, **self.message_config})
+        config = ConfigRecord({SERVER_ROUND: 0, **self.message_config})
         asks = [Message(RecordDict({CONFIG: config}), dst_node_id=n, message_type=DISCOVER)
                 for n in nodes]
         for reply in grid.send_and_receive(asks, timeout=self.node_wait_timeout):
             if reply.has_error():
                 raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: "
                                    f"{reply.error.reason}")
-            for partition in reply.content.config_records["info"][PARTITIONS]:
+            for partition in reply.content.config_records[NODE_INFO][PARTITIONS]:
                 self.partition_to_node[int(partition)] = reply.metadata.src_node_id
         missing = sorted(set(range(self.num_partitions)) - set(self.partition_to_node))
         if missing:
@@ -244,7 +249,7 @@ class PartitionedStrategy(Strategy):
         deadline = time.time() + self.round_timeout - reply_margin(self.round_timeout)
         for node, addressed in by_node.items():
             records: dict[str, Any] = {CONFIG: ConfigRecord({
-                "server-round": server_round, PARTITIONS: addressed, DEADLINE: deadline,
+                SERVER_ROUND: server_round, PARTITIONS: addressed, DEADLINE: deadline,
                 **summing, **self.message_config})}
             if shared is not None:
                 records[SHARED] = shared
@@ -319,6 +324,52 @@ class PartitionedStrategy(Strategy):
             return []
         return sorted(clients, key=first_partition)
 
+    def ask_every_client(self, grid: Grid, server_round: int, query: str, arrays: Sequence[str],
+                         *, shape: tuple[int | None, ...], counts: Sequence[str] = (),
+                         shared: ArrayRecord | None = None, required: bool = True
+                         ) -> dict[str, np.ndarray] | None:
+        """Ask every client (message type `query`, with `shared` arrays if given) and sum its
+        replies: name -> the sum over the valid replies of that array, for every name of `arrays`.
+
+        A valid reply holds every array of `arrays`, all of one shape: `shape`, where a size may
+        be None (known only to the clients), and the same for every client (the shape most
+        replies have; ties: the first client's); those named in `counts` non-negative integers.
+        The rest are rejected and counted like any invalid reply (non-finite values included,
+        :func:`fedsim.node_sums.reply_problem`). No valid reply raises RuntimeError naming the
+        query and the round's failure reasons, unless not `required` (then None).
+        """
+        self._tally = Tally(query, tuple(arrays), tuple(shape), tuple(counts))
+        try:
+            asks = self.instructions(query, server_round, range(self.num_partitions),
+                                     shared=shared)
+            replies = self._same_shape(self.collect(self.exchange(grid, asks)))
+        finally:
+            self._tally = None
+        if not replies:
+            if not required:
+                return None
+            reasons = [f"{reason} [{kind}]" for kind, patterns in self._reasons.items()
+                       for reason, _ in patterns.values()]
+            raise RuntimeError(f"{type(self).__name__}: no valid reply to {query} in round "
+                               f"{server_round} from the {self.num_partitions} clients asked"
+                               + (f": {'; '.join(reasons[:3])}" if reasons else ""))
+        return {name: np.sum([reply.arrays[name] for reply in replies], axis=0)
+                for name in arrays}
+
+    def _same_shape(self, replies: list[ClientReply]) -> list[ClientReply]:
+        """The replies whose arrays have the shape most replies have; the others rejected."""
+        name = self._tally.arrays[0]
+        shapes = Counter(reply.arrays[name].shape for reply in replies)
+        if len(shapes) < 2:
+            return replies
+        common = shapes.most_common(1)[0][0]
+        for reply in replies:
+            if reply.arrays[name].shape != common:
+                self._count("rejected", [reply.partition],
+                            f"{self._tally.query}: {name!r} of shape {reply.arrays[name].shape} "
+                            f"where most clients' is {common}")
+        return [reply for reply in replies if reply.arrays[name].shape == common]
+
     def _collect_sum(self, node: int, content: RecordDict, direction: str) -> list[Sum]:
         """A node's sum, checked as a whole; its failed and rejected clients counted."""
         addressed = self._addressed.get(node, [])
@@ -345,7 +396,7 @@ class PartitionedStrategy(Strategy):
 
     def _problem(self, reply: ClientReply) -> str | None:
         return (reply_problem(reply.arrays, reply.metrics, self.max_reply_bytes)
-                or self.check_reply(reply))
+                or (self._tally.problem(reply) if self._tally else self.check_reply(reply)))
 
     def _count(self, kind: str, partitions: list[int], reason: str) -> None:
         """Count failed or rejected clients; the round's one warning line names the reasons
@@ -466,6 +517,37 @@ class PartitionedStrategy(Strategy):
         log(INFO, "\t%s: %d partitions on %d nodes, fraction_train=%s, seed=%s, "
             "evaluate_every=%s", type(self).__name__, self.num_partitions, self.num_nodes,
             self.fraction_train, self.seed, self.evaluate_every)
+
+
+@dataclasses.dataclass(frozen=True)
+class Tally:
+    """What every client's reply to a query of :meth:`PartitionedStrategy.ask_every_client`
+    holds: the arrays `arrays`, of one `shape` (None: any size), `counts` of them non-negative
+    integers."""
+
+    query: str
+    arrays: tuple[str, ...]
+    shape: tuple[int | None, ...]
+    counts: tuple[str, ...] = ()
+
+    def problem(self, reply: ClientReply) -> str | None:
+        """Why one client's reply is not such a reply, or None (the same shape across clients
+        is checked once all have replied)."""
+        for name in self.arrays:
+            value = reply.arrays.get(name)
+            if value is None:
+                return f"{self.query}: no array {name!r} in the reply"
+            expected = "x".join("*" if size is None else str(size) for size in self.shape)
+            if len(value.shape) != len(self.shape) or any(
+                    size is not None and size != got for size, got in zip(self.shape, value.shape)):
+                return (f"{self.query}: {name!r} of shape {value.shape}, expected "
+                        f"{len(self.shape)}-d ({expected})")
+            if value.shape != reply.arrays[self.arrays[0]].shape:
+                return f"{self.query}: {name!r} and {self.arrays[0]!r} differ in shape"
+            if name in self.counts and (value.dtype.kind not in "iu" or (value < 0).any()):
+                return (f"{self.query}: {name!r} must hold non-negative integer counts "
+                        f"(got dtype {value.dtype}, min {value.min() if value.size else None})")
+        return None
 
 
 def reply_margin(round_timeout: float) -> float:

@@ -45,7 +45,8 @@ from typing import Any
 import numpy as np
 from flwr.app import ArrayRecord, Message, MessageType, MetricRecord
 
-from clients.fairfed import COUNTS
+from fedsim.messages.common import NUM_EXAMPLES
+from fedsim.messages.fairfed import FAIRNESS_COUNTS
 from fedsim.metrics.fairness import group_rates
 from fedsim.protocol import ClientReply
 from strategies.fedavg import FedAvg
@@ -92,7 +93,7 @@ class FairFed(FedAvg):
         Those of :class:`~strategies.base.PartitionedStrategy`.
     """
 
-    extra_reply_arrays = (COUNTS,)
+    extra_reply_arrays = (FAIRNESS_COUNTS,)
 
     def __init__(self, *, beta: float = 1.0, criterion: str = "dp", **kwargs: Any):
         super().__init__(**kwargs)
@@ -112,9 +113,9 @@ class FairFed(FedAvg):
         problem = super().check_reply(reply)
         if problem is not None or self._phase != MessageType.TRAIN:
             return problem
-        counts = reply.arrays.get(COUNTS)
+        counts = reply.arrays.get(FAIRNESS_COUNTS)
         if counts is None or counts.ndim != 3 or counts.shape[1] != counts.shape[2]:
-            return f"{COUNTS}: expected confusion counts [groups, classes, classes]"
+            return f"{FAIRNESS_COUNTS}: expected confusion counts [groups, classes, classes]"
         return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -124,10 +125,10 @@ class FairFed(FedAvg):
             return None, None
         ids = [c.partition for c in clients]
         if np.isnan(self.omega[ids]).any():  # first contact: ω_k = n_k / n
-            sizes = np.array([c.metrics["num-examples"] for c in clients], dtype=np.float64)
+            sizes = np.array([c.metrics[NUM_EXAMPLES] for c in clients], dtype=np.float64)
             self.omega[ids] = np.where(np.isnan(self.omega[ids]), sizes / sizes.sum(),
                                        self.omega[ids])
-        counts = [c.arrays.pop(COUNTS) for c in clients]
+        counts = [c.arrays.pop(FAIRNESS_COUNTS) for c in clients]
         self.omega[ids], deltas, f_global = fairfed_update(self.omega[ids], counts, self.beta,
                                                            self.criterion)
         self.omega /= np.nansum(self.omega)

@@ -26,6 +26,8 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
+from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
+from fedsim.messages.fedavg import CONFUSION
 from fedsim.metrics import global_and_local, noise_floors
 from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
@@ -69,7 +71,7 @@ class FedAvg(PartitionedStrategy):
         if message_type != MessageType.TRAIN or \
                 type(self).aggregate_train is not FedAvg.aggregate_train:
             return None
-        return SumRule(dense=tuple(self._expected), weight="num-examples")
+        return SumRule(dense=tuple(self._expected), weight=NUM_EXAMPLES)
 
     def sum_shapes(self, message_type: str) -> dict[str, tuple[int, ...]]:
         return {k: shape for k, (shape, _) in self._expected.items()}
@@ -80,7 +82,7 @@ class FedAvg(PartitionedStrategy):
         if not any(isinstance(c, Sum) for c in contributions):
             return self.average(contributions)
         total = self.sum_rule(MessageType.TRAIN).total(contributions)
-        metrics = {"train_loss": total.metrics["train-loss"] / total.weight}
+        metrics = {"train_loss": total.metrics[TRAIN_LOSS] / total.weight}
         self.record_train(metrics)
         return (ArrayRecord({k: Array((total.arrays[k] / total.weight).astype(dtype))
                              for k, (_, dtype) in self._expected.items()}),
@@ -93,12 +95,12 @@ class FedAvg(PartitionedStrategy):
         their total weight instead, in :meth:`aggregate_train`: equal to float tolerance.)"""
         if not clients:
             return None, None
-        weights = np.array([c.metrics["num-examples"] for c in clients] if weights is None
+        weights = np.array([c.metrics[NUM_EXAMPLES] for c in clients] if weights is None
                            else list(weights), dtype=np.float64)
         weights /= weights.sum()
         average = {name: sum(w * c.arrays[name] for w, c in zip(weights, clients))
                    for name in clients[0].arrays if name not in self.extra_reply_arrays}
-        metrics = {"train_loss": float(sum(w * c.metrics["train-loss"]
+        metrics = {"train_loss": float(sum(w * c.metrics[TRAIN_LOSS]
                                            for w, c in zip(weights, clients)))}
         self.record_train(metrics)
         return (ArrayRecord({k: Array(v.astype(clients[0].arrays[k].dtype))
@@ -106,5 +108,5 @@ class FedAvg(PartitionedStrategy):
 
     def evaluation_metrics(self, replies: list[ClientReply]) -> dict[str, float]:
         # A client without test rows has no local gaps; it is left out of the local max/mean.
-        counts = [c.arrays["confusion"] for c in replies if c.arrays["confusion"].sum() > 0]
+        counts = [c.arrays[CONFUSION] for c in replies if c.arrays[CONFUSION].sum() > 0]
         return {**global_and_local(counts), **noise_floors(counts)}

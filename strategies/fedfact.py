@@ -29,11 +29,12 @@ federation. The server only needs the sum, so secure aggregation could hide the 
 tables (the paper does not say how these statistics are obtained, brief §2.2 note iii).
 Variants: "g" (λ only, μ ≡ 0), "l" (μ only, λ ≡ 0), "gl" (both).
 
-Messages of the dual stage: ``query.counts`` (no arrays; each client replies "counts" int64
-[groups, classes]); train sends the model state dict plus "fedfact.lambda" [2, U] and
-"fedfact.pooled_counts" [groups, classes]; each client replies "grad_lambda" [2, U] (none for
-variant "l") with metrics "num-examples" and "dual-objective". :class:`FedFACTStrategy` (the
-counts and λ) is shared with the in-processing strategy, :mod:`strategies.fedfact_in`.
+Messages of the dual stage (keys: :mod:`fedsim.messages.fedfact`): ``query.counts`` (no
+arrays; each client replies "counts" int64 [groups, classes]); train sends the model state dict
+plus "fedfact.lambda" [2, U] and "fedfact.pooled_counts" [groups, classes]; each client replies
+"grad_lambda" [2, U] (none for variant "l") with metrics "num-examples" and "dual-objective".
+:class:`FedFACTStrategy` (the counts and λ) is shared with the in-processing strategy,
+:mod:`strategies.fedfact_in`.
 """
 
 from __future__ import annotations
@@ -45,12 +46,11 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
-from clients.fedfact import LAMBDA, POOLED
 from fedsim.fairness.calibration import CRITERIA, cell_shares, project_l1_ball
+from fedsim.messages.common import COUNT_TABLE, COUNTS, NUM_EXAMPLES
+from fedsim.messages.fedfact import DUAL_OBJECTIVE, GRAD_LAMBDA, LAMBDA, POOLED
 from fedsim.protocol import ClientReply
 from strategies.fedavg import FedAvg
-
-COUNTS = f"{MessageType.QUERY}.counts"
 
 
 class FedFACTStrategy(FedAvg):
@@ -97,9 +97,8 @@ class FedFACTStrategy(FedAvg):
 
     def ask_counts(self, grid: Grid, server_round: int) -> None:
         """The one-off ``query.counts`` round: N[a, y] = Σ_k n_k[a, y]; λ starts at 0."""
-        asks = self.instructions(COUNTS, server_round, range(self.num_partitions))
-        replies = self.collect(self.exchange(grid, asks))
-        self.pooled = np.sum([c.arrays["counts"] for c in replies], axis=0)
+        self.pooled = self.ask_every_client(grid, server_round, COUNTS, [COUNT_TABLE],
+                                            counts=[COUNT_TABLE], shape=(None, None))[COUNT_TABLE]
         groups, classes = self.pooled.shape
         self.lam = np.zeros((2, len(CRITERIA[self.criterion]) * groups * classes))
 
@@ -141,9 +140,9 @@ class FedFACTPost(FedFACTStrategy):
             return super().check_reply(reply)
         if "g" not in self.variant:
             return None if not reply.arrays else f"unexpected arrays {sorted(reply.arrays)}"
-        gradient = reply.arrays.get("grad_lambda")
+        gradient = reply.arrays.get(GRAD_LAMBDA)
         if gradient is None or gradient.shape != self.lam.shape:
-            return f"grad_lambda: expected an array of shape {self.lam.shape}"
+            return f"{GRAD_LAMBDA}: expected an array of shape {self.lam.shape}"
         return None
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
@@ -153,12 +152,12 @@ class FedFACTPost(FedFACTStrategy):
         clients = self.collect(replies)
         if not clients:
             return None, None
-        weights = np.array([c.metrics["num-examples"] for c in clients], dtype=np.float64)
+        weights = np.array([c.metrics[NUM_EXAMPLES] for c in clients], dtype=np.float64)
         weights /= weights.sum()
         if "g" in self.variant:
-            gradient = sum(w * c.arrays["grad_lambda"] for w, c in zip(weights, clients))
+            gradient = sum(w * c.arrays[GRAD_LAMBDA] for w, c in zip(weights, clients))
             self.lam = project_l1_ball(self.lam - self.lambda_step() * gradient, self.bound)
-        metrics = {"dual_objective": float(sum(w * c.metrics["dual-objective"]
+        metrics = {"dual_objective": float(sum(w * c.metrics[DUAL_OBJECTIVE]
                                                for w, c in zip(weights, clients))),
                    "lambda_l1": float(self.lam.sum())}
         self.record_train(metrics)

@@ -27,6 +27,7 @@ from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType, MetricReco
 from flwr.serverapp import Grid
 
 from fedsim.fairness.calibration import project_l1_ball
+from fedsim.messages.fedfact import DISPARITY_GLOBAL
 from strategies.fedfact import FedFACTStrategy
 
 
@@ -41,7 +42,7 @@ class FedFACTIn(FedFACTStrategy):
         Those of :class:`~strategies.fedfact.FedFACTStrategy`.
     """
 
-    extra_reply_arrays = ("disparity_global",)
+    extra_reply_arrays = (DISPARITY_GLOBAL,)
 
     def __init__(self, *, xi_global: float = 0.01, **kwargs: Any):
         super().__init__(**kwargs)
@@ -58,8 +59,7 @@ class FedFACTIn(FedFACTStrategy):
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         clients = self.collect(replies)
-        shares = [c.arrays.pop("disparity_global") for c in clients
-                  if "disparity_global" in c.arrays]
+        shares = [c.arrays.pop(DISPARITY_GLOBAL) for c in clients if DISPARITY_GLOBAL in c.arrays]
         if shares:
             total = np.sum(shares, axis=0)
             residual = np.stack([total - self.xi_global, -total - self.xi_global])

@@ -51,11 +51,9 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
-from clients.fedfb import WEIGHTS
-from fedsim.protocol import ClientReply
+from fedsim.messages.common import COUNT_TABLE
+from fedsim.messages.fedfb import GROUP_LOSSES, LOSS_TABLE, WEIGHT_SUM, WEIGHTS
 from strategies.fedavg import FedAvg
-
-STATISTICS = f"{MessageType.QUERY}.group_losses"
 
 
 def fedfb_update(lam: np.ndarray, share: np.ndarray, counts: np.ndarray, losses: np.ndarray,
@@ -97,22 +95,17 @@ class FedFB(FedAvg):
 
     def group_statistics(self, grid: Grid, server_round: int, arrays: ArrayRecord
                          ) -> tuple[np.ndarray, np.ndarray] | None:
-        """Pooled (rows, loss sums) [groups, classes] of the global model, or None if no
-        client replied."""
-        asks = self.instructions(STATISTICS, server_round, self.sample(server_round),
-                                 shared=arrays)
-        replies = self.collect(self.exchange(grid, asks))
-        if not replies:
-            return None
-        return (np.sum([c.arrays["counts"] for c in replies], axis=0),
-                np.sum([c.arrays["losses"] for c in replies], axis=0))
+        """Pooled (rows, loss sums) [groups, classes] of the global model; None if no client
+        replied validly once λ exists (λ then stays as it is), an error before (λ needs
+        them to start)."""
+        sums = self.ask_every_client(grid, server_round, GROUP_LOSSES, [COUNT_TABLE, LOSS_TABLE],
+                                     counts=[COUNT_TABLE], shape=(None, None), shared=arrays,
+                                     required=self.lam is None)
+        return None if sums is None else (sums[COUNT_TABLE], sums[LOSS_TABLE])
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         statistics = self.group_statistics(grid, server_round, arrays)
-        if statistics is None and self.lam is None:
-            raise RuntimeError(f"FedFB: no client replied to {STATISTICS} in round "
-                               f"{server_round}; the group weights need their statistics")
         if self.lam is None:
             self._start(statistics[0])
         elif statistics is not None:
@@ -140,19 +133,10 @@ class FedFB(FedAvg):
         self.share = rows / rows.sum()
         self.lam = np.repeat(self.share[:, None], classes, axis=1)
 
-    def check_reply(self, reply: ClientReply) -> str | None:
-        """Statistics: "counts" and "losses" of one [groups, classes] shape; train: FedAvg's."""
-        if self._phase != STATISTICS:
-            return super().check_reply(reply)
-        counts, losses = reply.arrays.get("counts"), reply.arrays.get("losses")
-        if counts is None or losses is None or counts.ndim != 2 or counts.shape != losses.shape:
-            return "expected arrays 'counts' and 'losses' of one [groups, classes] shape"
-        return None
-
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         clients = self.collect(replies)
-        return self.average(clients, weights=[c.metrics["weight-sum"] for c in clients])
+        return self.average(clients, weights=[c.metrics[WEIGHT_SUM] for c in clients])
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "share": self.share, "lam": self.lam}

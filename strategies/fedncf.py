@@ -19,8 +19,8 @@ upload; those sets are the client's positives plus this round's fresh negatives,
 present in every round a client trains are its positives. Noising only the touched rows would
 leave that in the clear; dense rows hide it, at the cost of a full item table each way per client.
 
-Messages (layout of :mod:`fedsim.protocol`; per-client arrays by client and name)
----------------------------------------------------------------------------------
+Messages (layout: :mod:`fedsim.protocol`; keys: :mod:`fedsim.messages.fedncf`)
+-----------------------------------------------------------------------------
 - ``query.rows``: no arrays; each client replies "item_ids" (int64 [n]).
 - train: "arrays" = the dense layers; per client "item_ids", "item_gmf.weight" [n, d],
   "item_mlp.weight" [n, d']; each client replies the gradients under the same names (and
@@ -44,13 +44,13 @@ import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
-from clients.ranking_eval import means_from_sums
+from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
+from fedsim.messages.fedncf import ITEM_IDS, ROWS
+from fedsim.messages.ranking import means_from_sums
 from fedsim.models import NeuMF, Recommender
 from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy
-
-ROWS = f"{MessageType.QUERY}.rows"
 
 
 class FedNCF(PartitionedStrategy):
@@ -103,7 +103,7 @@ class FedNCF(PartitionedStrategy):
         if self.dense_rows:
             return self._dense_instructions(server_round)
         asks = self.instructions(ROWS, server_round, self.sample(server_round))
-        rows = {c.partition: c.arrays["item_ids"]
+        rows = {c.partition: c.arrays[ITEM_IDS]
                 for c in self.collect(self.exchange(grid, asks))}
         dense = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()
                              if k not in self.item_tables})
@@ -116,7 +116,7 @@ class FedNCF(PartitionedStrategy):
         """What a client gets for the rows it asked for: "item_ids" and the item tables' rows
         (a subclass may add per-row arrays)."""
         index = torch.from_numpy(item_ids)
-        return {"item_ids": item_ids,
+        return {ITEM_IDS: item_ids,
                 **{k: self.params[k][index].numpy() for k in self.item_tables}}
 
     def _dense_instructions(self, server_round: int) -> list[Message]:
@@ -127,14 +127,14 @@ class FedNCF(PartitionedStrategy):
         self._sent = {partition: every for partition in sampled}
         shared = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()})
         return self.instructions(MessageType.TRAIN, server_round, sampled, shared=shared,
-                                 per_client={p: {"item_ids": every} for p in sampled})
+                                 per_client={p: {ITEM_IDS: every} for p in sampled})
 
     def check_reply(self, reply: ClientReply) -> str | None:
         """Row requests: unique int64 item ids of the catalogue. Uploads: exactly the rows sent,
         and a float32 gradient of the right shape for every shared parameter."""
         if self._phase == MessageType.EVALUATE:
             return None
-        ids = reply.arrays.get("item_ids")
+        ids = reply.arrays.get(ITEM_IDS)
         num_items = len(self.params[self.item_tables[0]])
         if ids is None or ids.dtype != np.int64 or ids.ndim != 1:
             return "item_ids missing or not a 1-d int64 array"
@@ -147,7 +147,7 @@ class FedNCF(PartitionedStrategy):
         # The node-side check of a summed upload, against what this client was sent.
         tables = {k: v.numpy() for k, v in self.params.items()}
         return self.sum_rule(MessageType.TRAIN).layout_problem(
-            reply.arrays, tables, {"item_ids": self._sent.get(reply.partition)})
+            reply.arrays, tables, {ITEM_IDS: self._sent.get(reply.partition)})
 
     def sum_rule(self, message_type: str) -> SumRule | None:
         """Training: the uploads' gradients (item rows keyed by "item_ids", dense layers),
@@ -170,9 +170,9 @@ class FedNCF(PartitionedStrategy):
         for name, param in self.params.items():
             param.grad = gradient[name]
         self.optimizer.step()
-        metrics = {"train_loss": total.metrics["train-loss"] / total.count,
+        metrics = {"train_loss": total.metrics[TRAIN_LOSS] / total.count,
                    "train_clients": total.count,
-                   "train_positives": int(total.metrics["num-examples"])}
+                   "train_positives": int(total.metrics[NUM_EXAMPLES])}
         self.record_train(metrics)
         arrays = ArrayRecord({k: Array(v.numpy()) for k, v in self.params.items()})
         return arrays, MetricRecord(metrics)
@@ -204,7 +204,7 @@ class FedNCF(PartitionedStrategy):
 
 def upload_rule(params: dict[str, torch.Tensor], item_tables: Sequence[str]) -> SumRule:
     """How item-sparse gradient uploads add up: item rows keyed by "item_ids", the rest dense."""
-    return SumRule(dense=tuple(k for k in params if k not in item_tables), rows="item_ids",
+    return SumRule(dense=tuple(k for k in params if k not in item_tables), rows=ITEM_IDS,
                    row_arrays=tuple(item_tables))
 
 

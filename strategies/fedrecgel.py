@@ -28,16 +28,14 @@ from typing import Any
 
 import numpy as np
 import torch
-from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
+from flwr.app import ArrayRecord, ConfigRecord, Message
 from flwr.serverapp import Grid
 
-from clients.fedrecgel import ITEM_BETA
-from fedsim.optim import frequency_weights
+from fedsim.messages.common import COUNT_TABLE, COUNTS
+from fedsim.messages.fedrecgel import ITEM_BETA
 from fedsim.node_sums import Sum
-from fedsim.protocol import ClientReply
+from fedsim.optim import frequency_weights
 from strategies.fedncf import FedNCF, per_item_mean_of
-
-COUNTS = f"{MessageType.QUERY}.counts"
 
 
 class FedRecGEL(FedNCF):
@@ -71,11 +69,9 @@ class FedRecGEL(FedNCF):
 
     def ask_counts(self, grid: Grid, server_round: int) -> None:
         """The one-off ``query.counts`` round: n_i summed over every client, then beta."""
-        asks = self.instructions(COUNTS, server_round, range(self.num_partitions))
-        replies = self.collect(self.exchange(grid, asks))
-        if not replies:
-            raise RuntimeError("query.counts: no valid reply, so no item counts for EISAM")
-        counts = np.sum([c.arrays["counts"] for c in replies], axis=0)
+        num_items = len(self.params[self.item_tables[0]])
+        counts = self.ask_every_client(grid, server_round, COUNTS, [COUNT_TABLE],
+                                       counts=[COUNT_TABLE], shape=(num_items,))[COUNT_TABLE]
         self.item_beta = frequency_weights(counts, self.eisam_alpha,
                                            self.eisam_beta_max).astype(np.float32)
 
@@ -84,17 +80,6 @@ class FedRecGEL(FedNCF):
         if self.item_beta is not None:
             rows[ITEM_BETA] = self.item_beta[item_ids]
         return rows
-
-    def check_reply(self, reply: ClientReply) -> str | None:
-        """Count replies: a non-negative int64 vector over the catalogue; the rest: FedNCF's."""
-        if self._phase != COUNTS:
-            return super().check_reply(reply)
-        counts, num_items = reply.arrays.get("counts"), len(self.params[self.item_tables[0]])
-        if counts is None or counts.dtype != np.int64 or counts.shape != (num_items,):
-            return f"counts: expected an int64 array of shape ({num_items},)"
-        if counts.min() < 0:
-            return "counts: negative values"
-        return None
 
     def mean_gradient(self, total: Sum) -> dict[str, torch.Tensor]:
         if not self.item_centric:

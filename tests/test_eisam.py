@@ -343,7 +343,7 @@ def test_client_weights_each_block_by_its_positive():
     assert np.array_equal(items[::block], positives)
     np.testing.assert_array_equal(weights[::block], beta[np.searchsorted(item_ids, positives)])
     assert np.all(weights.reshape(-1, block) == weights[::block, None])
-    counts = client.counts()["counts"]
+    counts = client.item_counts()
     assert counts.sum() == sum(len(client.data.user_items(int(u))) for u in client.users)
 
 

@@ -225,3 +225,46 @@ def test_in_processing_global_dual_ascends_on_the_pooled_residual(monkeypatch):
     # Σ_k g_k − ξ = 0.2 − 0.1 (the paper's Σ_k (g_k − ξ) would give 0.0); −Σ_k g_k − ξ < 0.
     np.testing.assert_allclose(strategy.lam, [[0.1], [0.0]])
     assert list(arrays.keys()) == ["w"]  # the shares are not averaged into the model
+
+
+@pytest.mark.parametrize("method, strategy_class, counts_round", [
+    ("fedfact_post", "FedFACTPost", 4), ("fedfact_in", "FedFACTIn", 1)])
+def test_no_valid_count_reply_is_an_error_naming_the_query(monkeypatch, method, strategy_class,
+                                                           counts_round):
+    """Every client failing ``query.counts`` used to crash at ``pooled.shape`` (an empty sum)."""
+    from clients.fedfact import FedFACTClient
+
+    def fail(self, shared, own, state, server_round):
+        raise OSError("the counts are unreadable")
+
+    monkeypatch.setattr(FedFACTClient, "query_counts", fail)
+    with pytest.raises(RuntimeError, match=rf"{strategy_class}: no valid reply to query.counts in "
+                                           rf"round {counts_round} from the 4 clients asked: "
+                                           r".*the counts are unreadable"):
+        run_fake({**POST, "method": method, "rounds": 4})
+
+
+BAD_COUNTS = {"negative": lambda c: -c, "not integers": lambda c: c + 0.5,
+              "another shape": lambda c: c[:, :1].copy()}
+
+
+@pytest.mark.parametrize("bad", list(BAD_COUNTS))
+def test_a_bad_count_reply_is_rejected_and_the_other_clients_pooled(monkeypatch, bad):
+    from clients.fedfact import FedFACTClient, FedFACTPostClient
+    from fedsim.messages.common import COUNT_TABLE
+    from fedsim.spec import resolve
+
+    original = FedFACTClient.query_counts
+
+    def one_bad(self, shared, own, state, server_round):
+        arrays, metrics = original(self, shared, own, state, server_round)
+        if self.partition_id == 1:
+            arrays = {COUNT_TABLE: BAD_COUNTS[bad](arrays[COUNT_TABLE])}
+        return arrays, metrics
+
+    monkeypatch.setattr(FedFACTClient, "query_counts", one_bad)
+    spec = {**POST, "rounds": 4}
+    strategy, history, _ = run_fake(spec)
+    expected = sum(FedFACTPostClient(resolve(spec), p).group_label_counts() for p in (0, 2, 3))
+    np.testing.assert_array_equal(strategy.pooled, expected)
+    assert [r["rejected"] for r in history] == [0, 0, 0, 0, 1]  # the counts, asked in round 4

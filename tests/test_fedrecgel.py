@@ -97,7 +97,7 @@ def _client_round(spec, partition, full, store, server_round, batched):
     shared = {k: v for k, v in full.items() if k not in client.backbone.ITEM_TABLES}
     if batched:
         assert cohort.supports([client], shared, training=True)
-        return cohort.train_cohort([client], shared, [own], [store], server_round)[0][0], client
+        return type(client).train_batch([client], shared, [own], [store], server_round)[0][0], client
     return client.train(shared, own, store, server_round)[0], client
 
 

@@ -67,3 +67,37 @@ def test_auto_nodes_are_twice_the_actors_and_capped_at_the_clients():
     assert nodes_for(resolve({"nodes": 3}), 10_000) == 3
     with pytest.raises(SpecError, match=r"nodes = 'many': expected 'auto' or an int"):
         resolve({"nodes": "many"})
+
+
+def test_a_query_is_answered_by_the_clients_query_method_or_fails_naming_it(tmp_path):
+    """fedsim's ClientApp routes "query.<name>" to each addressed client's ``query_<name>``; a
+    client class without one fails, named with the query in the reply's client errors."""
+    import json
+
+    from flwr.app import ConfigRecord, Message, RecordDict
+
+    from clients.fedncf import FedNCFClient
+    from fedsim.app import client_app
+    from fedsim.messages.fedfb import GROUP_LOSSES
+    from fedsim.messages.fedncf import ITEM_IDS, ROWS
+    from fedsim.protocol import CONFIG, PARTITIONS, RUN_ID, SERVER_ROUND, SPEC, read_reply
+    from fedsim.spec import resolve
+    from tests.fake_grid import FakeGrid
+
+    spec = resolve({"dataset": "synthetic-rec", "data.synthetic_users": 20, "method": "fedncf",
+                    "out_dir": str(tmp_path)})
+    grid = FakeGrid(client_app.app, num_partitions=1)
+    config = ConfigRecord({SERVER_ROUND: 1, PARTITIONS: [0, 3], SPEC: json.dumps(spec),
+                           RUN_ID: "query-test"})
+    replies = grid.send_and_receive([
+        Message(RecordDict({CONFIG: config}), dst_node_id=node, message_type=kind)
+        for node in grid.get_node_ids() for kind in (ROWS, GROUP_LOSSES)])
+    answered, errors = read_reply(replies[0].content)
+    assert not errors and [c.partition for c in answered] == [0, 3]
+    for client in answered:
+        np.testing.assert_array_equal(client.arrays[ITEM_IDS],
+                                      FedNCFClient(spec, client.partition).needed_items(1))
+    answered, errors = read_reply(replies[1].content)
+    assert not answered and sorted(errors) == [0, 3]
+    assert ("query.group_losses: FedNCFClient has no method query_group_losses "
+            "(it answers ['rows'])") in errors[0]

@@ -1,5 +1,12 @@
 """The ClientApp: one node, one or more logical clients, routed to the method's client class.
 
+A client class answers train and evaluate (methods ``train`` and ``evaluate``) and, for each
+query "query.<name>" of its method's message vocabulary (:mod:`fedsim.messages`), a method
+``query_<name>``; all four take (shared arrays, own arrays, private store, round) and return
+(arrays, metrics). One handler serves every query; a client whose class has no method for the
+query fails with an error naming the query and the class (Flower itself refuses a query no
+vocabulary declares).
+
 Clients are stateless code: the experiment spec arrives in every message ("config" record, key
 "spec"), each logical client rebuilds its data view from (spec, partition id) through a
 per-process cache, and private state lives in a node-local store keyed by run id and partition
@@ -14,7 +21,7 @@ Deadline: the server waits ``round_timeout`` for a node's one reply, so the dead
 each logical client, not to the node. Every instruction carries "deadline" in its config (Unix
 time by the server's clock: the round timeout less a margin for the reply to travel,
 :func:`strategies.base.reply_margin`); the node checks the clock before and after each client
-(each cohort pass), replies by then with the clients that finished, and reports the others
+(each batched pass), replies by then with the clients that finished, and reports the others
 failed with a reason that starts "deadline:". An injected straggler (``faults.kind =
 "straggler"``) is a client whose work starts ``faults.delay`` seconds after the node took up the
 message, its delay running beside the other clients' work (they are separate devices): the
@@ -51,11 +58,14 @@ from flwr.clientapp import ClientApp
 from clients import cohort
 from fedsim.app.private_store import PrivateStore
 from fedsim.federation import load_federation
+from fedsim.messages import queries
+from fedsim.messages.common import query_name
 from fedsim.methods import METHODS
 from fedsim.node_sums import SumRule, node_sum, sum_content
 from fedsim.privacy import GaussianMechanism
-from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, DEADLINE, PARTITIONS, SHARED,
-                             hosted_partitions, reply_content, unpack_arrays)
+from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, DEADLINE, NODE_INFO, PARTITIONS, RUN_ID,
+                             SERVER_ROUND, SHARED, SPEC, hosted_partitions, reply_content,
+                             unpack_arrays)
 from fedsim.spec import resolve
 
 app = ClientApp()
@@ -111,12 +121,12 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
 
     `batched(clients, shared, owns, states, round)`, where given, computes all the clients'
     replies at once (cohort mode, :mod:`clients.cohort`) when the spec's ``cohort`` is on and
-    the clients support it. If it raises, the clients run one by one instead, so that a failing
-    client fails alone.
+    the clients' class declares batching. If it raises, the clients run one by one instead, so
+    that a failing client fails alone.
     """
     config = msg.content.config_records[CONFIG]
-    spec_json, server_round = str(config["spec"]), int(config["server-round"])
-    spec, run_id = _spec(spec_json), str(config["run-id"])
+    spec_json, server_round = str(config[SPEC]), int(config[SERVER_ROUND])
+    spec, run_id = _spec(spec_json), str(config[RUN_ID])
     started = time.time()
     deadline = float(config[DEADLINE]) if DEADLINE in config else math.inf
     training = msg.metadata.message_type == MessageType.TRAIN
@@ -201,34 +211,38 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
 
 @app.query("discover")
 def discover(msg: Message, context: Context) -> Message:
-    spec = _spec(str(msg.content.config_records[CONFIG]["spec"]))
+    spec = _spec(str(msg.content.config_records[CONFIG][SPEC]))
     hosted = hosted_partitions(int(context.node_config["partition-id"]),
                                int(context.node_config["num-partitions"]),
                                load_federation(spec).num_clients)
-    return Message(RecordDict({"info": ConfigRecord({PARTITIONS: hosted})}), reply_to=msg)
+    return Message(RecordDict({NODE_INFO: ConfigRecord({PARTITIONS: hosted})}), reply_to=msg)
 
 
-@app.query("rows")
-def rows(msg: Message, context: Context) -> Message:
-    return _for_each_client(msg, context, lambda client, shared, own, state, rnd: (
-        {"item_ids": client.needed_items(rnd)}, {}))
+def answer_query(msg: Message, context: Context) -> Message:
+    """A query "query.<name>": every addressed client answers with its ``query_<name>``."""
+    name = query_name(msg.metadata.message_type)
+
+    def call(client, shared, own, state, rnd):
+        handler = getattr(client, f"query_{name}", None)
+        if handler is None:
+            answered = sorted(a.removeprefix("query_") for a in dir(client)
+                              if a.startswith("query_"))
+            raise LookupError(f"{msg.metadata.message_type}: {type(client).__name__} has no "
+                              f"method query_{name} (it answers {answered or 'no queries'})")
+        return handler(shared, own, state, rnd)
+
+    return _for_each_client(msg, context, call)
 
 
-@app.query("counts")
-def counts(msg: Message, context: Context) -> Message:
-    return _for_each_client(msg, context, lambda client, shared, own, state, rnd: (
-        client.counts(), {}))
-
-
-@app.query("group_losses")
-def group_losses(msg: Message, context: Context) -> Message:
-    return _for_each_client(msg, context, lambda client, shared, own, state, rnd: (
-        client.group_losses(shared), {}))
+# Flower routes a message only to a function registered under its exact type, so the one
+# handler is registered under every query the vocabulary declares.
+for _query in queries():
+    app.query(query_name(_query))(answer_query)
 
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    mechanism = GaussianMechanism.from_spec(_spec(str(msg.content.config_records[CONFIG]["spec"])))
+    mechanism = GaussianMechanism.from_spec(_spec(str(msg.content.config_records[CONFIG][SPEC])))
 
     def call(client, shared, own, state, rnd):
         upload, metrics = client.train(shared, own, state, rnd)
@@ -236,14 +250,18 @@ def train(msg: Message, context: Context) -> Message:
             upload = mechanism(upload, shared, client.partition_id, rnd)
         return upload, metrics
 
+    def batched(clients, shared, owns, states, rnd):
+        return type(clients[0]).train_batch(clients, shared, owns, states, rnd)
+
     # DP noises each upload as it leaves its client: one by one.
-    return _for_each_client(msg, context, call,
-                            batched=cohort.train_cohort if mechanism is None else None)
+    return _for_each_client(msg, context, call, batched=batched if mechanism is None else None)
 
 
 @app.evaluate()
 def evaluate(msg: Message, context: Context) -> Message:
+    def batched(clients, shared, owns, states, rnd):
+        return type(clients[0]).evaluate_batch(clients, shared, states, rnd)
+
     return _for_each_client(
         msg, context, lambda client, shared, own, state, rnd: client.evaluate(shared, own, state, rnd),
-        batched=lambda clients, shared, owns, states, rnd: cohort.evaluate_cohort(
-            clients, shared, states, rnd))
+        batched=batched)

@@ -7,8 +7,9 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from clients.ranking_eval import count_key, evaluate_users, means_from_sums
+from clients.ranking_eval import evaluate_users
 from fedsim.data import Interactions
+from fedsim.messages.ranking import count_key, means_from_sums
 
 
 class Trainer:
