@@ -3,10 +3,11 @@
 `pytest -m "not slow"` is the developer's inner loop (README): it stays about a minute only
 while the tests that start Ray, a Ray cluster, a SuperLink/SuperNode or `flwr run` are marked
 slow. In every run (CI included) a test without the marker that starts one of them fails,
-naming what it started, before it starts it. Ray is caught at ``ray.init`` in this process (what
-fedsim's ``simulate``, Flower's Ray backend and direct calls all go through); the launchers by
-the program a test spawns. A ``python -m fedsim.cli run`` child is not inspected: it may end on
-bad input before Ray starts (tests/test_cli.py), which only the child knows.
+naming what it started, before it starts it. In this process, Flower's simulation is caught at
+``flwr.simulation.run_simulation`` (fedsim's ``simulate`` calls it; refused any later, in Flower's
+Ray backend thread, the run would hang instead of failing) and Ray at ``ray.init``; the launchers
+by the program a test spawns. A ``python -m fedsim.cli run`` child is not inspected: it may end
+on bad input before Ray starts (tests/test_cli.py), which only the child knows.
 
 Loaded as a plugin by tests/conftest.py; tests/test_markers.py runs it on small test files.
 """
@@ -17,6 +18,7 @@ import os
 import shlex
 import subprocess
 
+import flwr.simulation
 import pytest
 import ray
 
@@ -42,6 +44,9 @@ def slow_work_needs_the_slow_marker(request, monkeypatch):
         raise RuntimeError(f"{request.node.nodeid} starts {what} but is not marked slow: "
                            f"add @pytest.mark.slow (tests/slow_guard.py says why)")
 
+    def guarded_run_simulation(*args, **kwargs):
+        refuse("a Flower simulation (flwr.simulation.run_simulation)")
+
     def guarded_ray_init(*args, **kwargs):
         refuse("Ray (ray.init)")
 
@@ -51,10 +56,11 @@ def slow_work_needs_the_slow_marker(request, monkeypatch):
                 refuse(f"`{program_of(args)}` (a subprocess)")
             super().__init__(args, *rest, **kwargs)
 
+    monkeypatch.setattr(flwr.simulation, "run_simulation", guarded_run_simulation)
     monkeypatch.setattr(ray, "init", guarded_ray_init)
     monkeypatch.setattr(subprocess, "Popen", GuardedPopen)
     yield
-    # Flower's Ray backend starts Ray in a thread of its own, which may swallow the error.
+    # A test may swallow the error, or meet it in a thread of its own.
     if started:
         pytest.fail(f"{request.node.nodeid} is not marked slow but starts {', '.join(started)}",
                     pytrace=False)
