@@ -1,0 +1,250 @@
+"""PFedRec client: one user's score function and personal item table (Zhang et al., IJCAI 2023).
+
+The authors' public code as ../shared/research/pfedrec.md describes it. A client is one user u;
+it scores an item by ``sigmoid(w_u . e + b_u)`` with its own score function (w_u, b_u: a
+Linear(dim, 1)) and the item's row e of an item table. The server averages the item tables the
+clients fine-tuned (strategies/pfedrec.py); each client also keeps its own fine-tuned table and
+ranks with it (the "dual personalization").
+
+A round (engine.py's fed_train_a_round):
+- samples: every training positive, each followed by ``train_negatives`` distinct items drawn
+  from those the user never rated (its validation and test items excluded too), drawn afresh
+  each round; ``local_epochs`` shuffled passes in batches of ``batch_size``;
+- each batch takes two plain SGD steps on the authors' loss, BCE on sigmoid scores: (1) on
+  (w_u, b_u) with ``client_lr``; (2) after a fresh forward pass, on the item rows with
+  ``client_lr x num_items x lr_eta`` (an item row is moved by its own samples only, the score
+  function by all of them: the author's reason for the large step);
+- upload: the change of the item rows it was sent (zero where no sample touched a row), so the
+  server's mean of the deltas is the authors' mean of the tables (untouched rows are the global
+  table's).
+
+BCE on the sigmoid, not on the logits, as the authors: a float32 sigmoid that rounds to 0 or 1
+then gives a zero gradient (the large item step saturates some), where BCE-with-logits would not.
+
+What never leaves the client: w_u, b_u and its personal item rows. The authors upload b_u too
+and the server averages it, but no client ever loads the average back (a client loads its own
+stored parameters and only the global item table), so b_u is local in effect: it stays here,
+which computes the same.
+
+Personal item table under partial participation
+------------------------------------------------
+The personal table after training in round s is the global table E_{s-1} the client received
+plus its changes on the rows it touched. Storing all of it per client is too much (Amazon-Video:
+1.5 MB x 8,072 clients), and the server does not keep E_{s-1} for a client that next evaluates
+rounds later. So the row request of a round asks for the touched rows *and* the rows of the
+client's evaluation candidates (validation and test items and their 198 negatives), and the
+private store keeps exactly those rows of the personal table (``item_ids``, ``item_rows``):
+sampled evaluation is then exact whatever the participation. Full ranking needs every row: it
+takes the stored rows and, for the others, the table the server sends for evaluation, which is
+the global table the round's trainees started from (E_{r-1} at round r): exact for a client that
+trained in round r, so for every client under full participation (the authors' setting); a
+client that last trained in an earlier round s gets E_{r-1} in place of E_{s-1} on the rows it
+neither touched nor samples against. The price of the candidate rows: 200 more rows each way per
+client and round, and the server learns a 200-item set holding the client's validation and test
+items (it already learns the training positives: the rows asked for every round).
+
+A client that never trained ranks with the initial model (the authors evaluate such a user with
+their untouched initial model: initial score function and initial item table).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+
+from clients.fedncf import distinct_negatives
+from clients.ranking_eval import evaluate_users
+from fedsim.federation import load_federation
+from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
+from fedsim.messages.pfedrec import ITEM_IDS, ITEM_TABLE
+
+Arrays = dict[str, np.ndarray]
+
+
+@functools.lru_cache(maxsize=4)
+def initial_model(num_items: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(item table [num_items, dim], w [dim], b [1]) of the authors' model built from `seed`:
+    nn.Embedding (N(0, 1)) then nn.Linear(dim, 1) (PyTorch's default init). Every client starts
+    from this score function and the server from this table. Cached per process (read-only)."""
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        table = torch.nn.Embedding(num_items, dim).weight.detach().numpy()
+        score = torch.nn.Linear(dim, 1)
+    arrays = (table, score.weight.detach().numpy()[0], score.bias.detach().numpy())
+    for array in arrays:
+        array.flags.writeable = False
+    return arrays
+
+
+def bce(rows: torch.Tensor, w: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """The authors' loss: mean BCE of sigmoid(rows . w + b) (torch's BCELoss, logs clamped),
+    the logits summed as their nn.Linear does (the item step amplifies rounding differences)."""
+    logits = torch.nn.functional.linear(rows, w[None], b)[:, 0]
+    return torch.nn.functional.binary_cross_entropy(torch.sigmoid(logits), labels)
+
+
+class PFedRecClient:
+    """One user: its round samples, its two-step local update and its personal evaluation."""
+
+    def __init__(self, spec: Mapping[str, Any], partition_id: int):
+        federation = load_federation(spec)
+        self.data = federation.dataset
+        self.users = federation.train_parts[partition_id]
+        if len(self.users) != 1:
+            raise ValueError(f"pfedrec: partition {partition_id} holds {len(self.users)} users; a "
+                             "PFedRec client is one user (partitioner = 'natural', "
+                             "partition.ids_per_client = 1)")
+        self.user = int(self.users[0])
+        self.partition_id = partition_id
+        self.seed = spec["seed"]
+        self.dim = spec["pfedrec.dim"]
+        self.lr = spec["pfedrec.client_lr"]
+        self.item_lr = self.lr * self.data.num_items * spec["pfedrec.lr_eta"]
+        self.batch_size = spec["pfedrec.batch_size"]
+        self.negatives = spec["pfedrec.train_negatives"]
+        self.epochs = spec["pfedrec.local_epochs"]
+        self.head_fraction = spec["data.head_fraction"]
+        self.full_every, self.rounds = spec["eval_full_every"], spec["rounds"]
+        self._last_sample: tuple[int, tuple] = (-1, ())
+
+    # --- the round sample ---------------------------------------------------------------------
+    def held_out(self) -> np.ndarray:
+        """The user's validation and test items (those its split has)."""
+        splits = (self.data.val_items, self.data.test_items)
+        return np.array([items[self.user] for items in splits if items is not None], np.int64)
+
+    def candidates(self) -> np.ndarray:
+        """Every item the sampled evaluation scores for this user, sorted."""
+        negatives = (self.data.val_negatives, self.data.test_negatives)
+        return np.unique(np.concatenate([self.held_out(), *(n[self.user] for n in negatives
+                                                            if n is not None)]))
+
+    def round_sample(self, server_round: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """(item ids, labels, one sample order per local epoch) of this round; a pure function of
+        (seed, partition, round), kept for the round (the row request and training both need it)."""
+        if self._last_sample[0] != server_round:
+            self._last_sample = (server_round, self._draw_sample(server_round))
+        return self._last_sample[1]
+
+    def _draw_sample(self, server_round: int) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        rng = np.random.default_rng([self.seed, self.partition_id, server_round])
+        positives = self.data.user_items(self.user)
+        rated = np.concatenate([positives, self.held_out()])
+        negatives = distinct_negatives(rng, np.unique(rated), self.data.num_items,
+                                       len(positives), self.negatives)
+        items = np.concatenate([positives[:, None], negatives], axis=1).reshape(-1)
+        labels = np.tile(np.float32([1] + [0] * self.negatives), len(positives))
+        return items, labels, [rng.permutation(len(items)) for _ in range(self.epochs)]
+
+    def needed_items(self, server_round: int) -> np.ndarray:
+        """Rows asked for before training: those the round's samples touch and the evaluation
+        candidates' (kept in the private store, see the module docstring)."""
+        return np.union1d(self.round_sample(server_round)[0], self.candidates())
+
+    def query_rows(self, shared: Arrays, own: Arrays, state, server_round: int
+                   ) -> tuple[Arrays, dict[str, float]]:
+        """The reply to the server's ``query.rows`` before training: :meth:`needed_items`."""
+        return {ITEM_IDS: self.needed_items(server_round)}, {}
+
+    # --- message handlers -------------------------------------------------------------------------
+    def train(self, shared: Arrays, own: Arrays, state, server_round: int
+              ) -> tuple[Arrays, dict[str, float]]:
+        """The round's local update; returns the item rows' change and keeps (w, b, rows).
+
+        `own` holds ITEM_IDS (sorted) and ITEM_TABLE (those rows of the global table);
+        `state` is this client's private store."""
+        ids, received = own[ITEM_IDS], own[ITEM_TABLE]
+        items, labels, orders = self.round_sample(server_round)
+        local = np.searchsorted(ids, items)
+        if not np.array_equal(ids[np.minimum(local, len(ids) - 1)], items):
+            raise ValueError(f"partition {self.partition_id}: the item rows received do not "
+                             "cover this round's sample")
+        saved = state.load()
+        _, w0, b0 = initial_model(self.data.num_items, self.dim, self.seed)
+        w = torch.tensor(saved["weight"] if saved is not None else w0)
+        b = torch.tensor(saved["bias"] if saved is not None else b0)
+        table = torch.tensor(received)
+        local_t, labels_t = torch.from_numpy(local), torch.from_numpy(labels)
+        loss_sum = 0.0
+        for order in orders:
+            for start in range(0, len(order), self.batch_size):
+                batch = torch.from_numpy(order[start:start + self.batch_size])
+                rows, y = local_t[batch], labels_t[batch]
+                w, b = self._score_step(table[rows], w, b, y)
+                table, loss = self._item_step(table, rows, w, b, y)
+                loss_sum += float(loss) * len(batch)
+        state.save({"weight": w.numpy(), "bias": b.numpy(), "item_ids": ids,
+                    "item_rows": table.numpy()})
+        return ({ITEM_IDS: ids, ITEM_TABLE: table.numpy() - received},
+                {NUM_EXAMPLES: int(labels.sum()),
+                 TRAIN_LOSS: loss_sum / (len(items) * len(orders))})
+
+    def _score_step(self, rows: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
+                    labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 1: SGD on the score function at the batch's rows."""
+        w, b = w.requires_grad_(), b.requires_grad_()
+        grad_w, grad_b = torch.autograd.grad(bce(rows, w, b, labels), (w, b))
+        return w.detach().add(grad_w, alpha=-self.lr), b.detach().add(grad_b, alpha=-self.lr)
+
+    def _item_step(self, table: torch.Tensor, rows: torch.Tensor, w: torch.Tensor,
+                   b: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Step 2: a fresh forward pass with the new score function, SGD on the item rows;
+        returns the new table and the loss of this pass (the authors' logged loss). The lookup
+        and the step are the authors' nn.Embedding and SGD ops: near saturation the large item
+        step turns float rounding differences into visible ones."""
+        table = table.requires_grad_()
+        loss = bce(torch.nn.functional.embedding(rows, table), w, b, labels)
+        (grad,) = torch.autograd.grad(loss, table)
+        return table.detach().add(grad, alpha=-self.item_lr), loss.detach()
+
+    def full_ranking_due(self, server_round: int) -> bool:
+        return server_round % self.full_every == 0 or server_round == self.rounds
+
+    def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
+                 ) -> tuple[Arrays, dict[str, float]]:
+        """Ranking metric sums and counts of this user under its own score function and item
+        table; `shared` holds ITEM_TABLE, the global table the round's trainees started from."""
+        saved = state.load()
+        if saved is None:
+            table, w, b = initial_model(self.data.num_items, self.dim, self.seed)
+            scorer = PersonalScorer(table, np.empty(0, np.int64), table[:0], w, b)
+        else:
+            scorer = PersonalScorer(shared[ITEM_TABLE], saved["item_ids"], saved["item_rows"],
+                                    saved["weight"], saved["bias"])
+        sums = evaluate_users(scorer, self.data, self.users, self.head_fraction,
+                              full=self.full_ranking_due(server_round))
+        return {}, sums
+
+
+class PersonalScorer:
+    """One user's scores: sigmoid(w . e + b) with e its stored row where it has one (``ids``,
+    ``rows``), else the row of ``base``. Scores the local user row 0, for
+    :func:`clients.ranking_eval.evaluate_users`; ties in the float32 sigmoids are kept (the
+    authors rank on them)."""
+
+    def __init__(self, base: np.ndarray, ids: np.ndarray, rows: np.ndarray, w: np.ndarray,
+                 b: np.ndarray):
+        self.base, self.ids, self.rows = base, ids, rows
+        self.w, self.b = w, b
+
+    def _scores(self, rows: np.ndarray) -> torch.Tensor:
+        # The logits in numpy: the rows may be a received, read-only table, which torch would
+        # have to copy whole.
+        return torch.sigmoid(torch.from_numpy(rows @ self.w + self.b))
+
+    def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        items = items.numpy()
+        rows = self.base[items]
+        where = np.searchsorted(self.ids, items)
+        stored = self.ids[np.minimum(where, len(self.ids) - 1)] == items if len(self.ids) else \
+            np.zeros(items.shape, bool)
+        rows[stored] = self.rows[where[stored]]
+        return self._scores(rows)
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        scores = self._scores(self.base)
+        scores[torch.from_numpy(self.ids)] = self._scores(self.rows)
+        return scores[None].expand(len(users), -1)
