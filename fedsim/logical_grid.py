@@ -47,8 +47,9 @@ from flwr.app import (Array, ArrayRecord, ConfigRecord, Error, Message, MessageT
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
-from fedsim.protocol import CONFIG, DEADLINE, PARTITIONS, SHARED, read_reply
-from strategies.base import DISCOVER, payload_bytes, reply_margin
+from fedsim.protocol import (CONFIG, DEADLINE, DISCOVER, NODE_INFO, PARTITIONS, SERVER_ROUND,
+                             SHARED, read_reply)
+from strategies.base import payload_bytes, reply_margin
 
 # Virtual node ids are partition + VIRTUAL_ID_BASE: never a partition id and, far above the
 # physical ids of an in-process grid, hard to confuse with one.
@@ -66,7 +67,7 @@ def discover_partitions(grid: Grid, num_nodes: int, num_partitions: int,
             raise TimeoutError(f"only {len(nodes)} of {num_nodes} nodes registered "
                                f"within {timeout:.0f} s")
         time.sleep(0.1)
-    config = ConfigRecord({"server-round": 0, **message_config})
+    config = ConfigRecord({SERVER_ROUND: 0, **message_config})
     asks = [Message(RecordDict({CONFIG: config}), dst_node_id=n, message_type=DISCOVER)
             for n in nodes]
     hosts = {}
@@ -74,7 +75,7 @@ def discover_partitions(grid: Grid, num_nodes: int, num_partitions: int,
         if reply.has_error():
             raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: "
                                f"{reply.error.reason}")
-        for partition in reply.content.config_records["info"][PARTITIONS]:
+        for partition in reply.content.config_records[NODE_INFO][PARTITIONS]:
             hosts[int(partition)] = reply.metadata.src_node_id
     missing = sorted(set(range(num_partitions)) - set(hosts))
     if missing:
@@ -273,9 +274,9 @@ class LogicalGrid(Grid):
         if clash := sorted(own & set(config)):
             raise ValueError(f"the strategy's config sets {clash}, which fedsim's messages use "
                              "for addressing and the message_config")
-        if "server-round" not in config:
+        if SERVER_ROUND not in config:
             raise ValueError(f"message to node {message.metadata.dst_node_id}: its config has "
-                             "no 'server-round', which fedsim's clients need (Flower's "
+                             f"no {SERVER_ROUND!r}, which fedsim's clients need (Flower's "
                              "strategies set it)")
         records: dict[str, Any] = {CONFIG: ConfigRecord({**config, **addressing,
                                                          **self.message_config})}
