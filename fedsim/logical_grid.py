@@ -264,7 +264,8 @@ class LogicalGrid(Grid):
         """fedsim's layout of a Flower strategy's content: its one ArrayRecord (any key) as the
         shared "arrays", its one ConfigRecord's keys in "config" beside fedsim's own."""
         content = message.content
-        arrays, configs = list(content.array_records.values()), list(content.config_records.values())
+        arrays = list(content.array_records.values())
+        configs = list(content.config_records.values())
         if len(arrays) > 1 or len(configs) > 1 or content.metric_records:
             raise ValueError(f"message to node {message.metadata.dst_node_id}: records "
                              f"{sorted(content)}; expected at most one ArrayRecord and one "
