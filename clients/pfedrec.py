@@ -45,6 +45,10 @@ items (it already learns the training positives: the rows asked for every round)
 
 A client that never trained ranks with the initial model (the authors evaluate such a user with
 their untouched initial model: initial score function and initial item table).
+
+Cohort mode (:mod:`clients.cohort`) batches evaluation only (:meth:`PFedRecClient.evaluate_batch`:
+full ranking is one product of the item table with all the clients' score functions); training
+runs one client at a time.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ import numpy as np
 import torch
 
 from clients.fedncf import distinct_negatives
-from clients.ranking_eval import evaluate_users
+from clients.ranking_eval import evaluate_user_groups, evaluate_users
 from fedsim.federation import load_federation
 from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.messages.pfedrec import ITEM_IDS, ITEM_TABLE
@@ -203,48 +207,81 @@ class PFedRecClient:
     def full_ranking_due(self, server_round: int) -> bool:
         return server_round % self.full_every == 0 or server_round == self.rounds
 
-    def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
-                 ) -> tuple[Arrays, dict[str, float]]:
-        """Ranking metric sums and counts of this user under its own score function and item
-        table; `shared` holds ITEM_TABLE, the global table the round's trainees started from."""
+    def personal_table(self, shared: Arrays, state) -> tuple:
+        """(base table, stored ids, stored rows, w, b) this user ranks with: its stored rows over
+        the table `shared` holds (ITEM_TABLE, the global table the round's trainees started
+        from), or the initial model if it never trained."""
         saved = state.load()
         if saved is None:
             table, w, b = initial_model(self.data.num_items, self.dim, self.seed)
-            scorer = PersonalScorer(table, np.empty(0, np.int64), table[:0], w, b)
-        else:
-            scorer = PersonalScorer(shared[ITEM_TABLE], saved["item_ids"], saved["item_rows"],
-                                    saved["weight"], saved["bias"])
+            return table, np.empty(0, np.int64), table[:0], w, b
+        return (shared[ITEM_TABLE], saved["item_ids"], saved["item_rows"], saved["weight"],
+                saved["bias"])
+
+    def evaluate(self, shared: Arrays, own: Arrays, state, server_round: int
+                 ) -> tuple[Arrays, dict[str, float]]:
+        """Ranking metric sums and counts of this user under its own score function and item
+        table (:meth:`personal_table`)."""
+        scorer = PersonalScorer(*zip(self.personal_table(shared, state)))
         sums = evaluate_users(scorer, self.data, self.users, self.head_fraction,
                               full=self.full_ranking_due(server_round))
         return {}, sums
 
+    def batchable(self, shared: Arrays, training: bool) -> bool:
+        """Cohort mode batches evaluation (:meth:`evaluate_batch`: one product of the item table
+        with all the clients' score functions for full ranking); training runs one client at
+        a time (its batches differ in number and size between clients)."""
+        return not training
+
+    @staticmethod
+    def evaluate_batch(clients: list[PFedRecClient], shared: Arrays, stores: list,
+                       server_round: int) -> list[tuple[Arrays, dict[str, float]]]:
+        """:meth:`evaluate` of every client, scored together."""
+        first = clients[0]
+        scorer = PersonalScorer(*zip(*(c.personal_table(shared, store)
+                                       for c, store in zip(clients, stores))))
+        sums = evaluate_user_groups(scorer, first.data, np.concatenate([c.users for c in clients]),
+                                    [1] * len(clients), first.head_fraction,
+                                    full=first.full_ranking_due(server_round))
+        return [({}, s) for s in sums]
+
 
 class PersonalScorer:
-    """One user's scores: sigmoid(w . e + b) with e its stored row where it has one (``ids``,
-    ``rows``), else the row of ``base``. Scores the local user row 0, for
-    :func:`clients.ranking_eval.evaluate_users`; ties in the float32 sigmoids are kept (the
-    authors rank on them)."""
+    """Scores of users 0..n-1 (local rows), each with its own score function (w[k], b[k]) and
+    item table: its stored rows (ids[k], sorted; rows[k]) over a base table (bases[k]). For
+    :mod:`clients.ranking_eval`; ties in the float32 sigmoids are kept (the authors rank on
+    them). The logits are computed in numpy: a base is a received, read-only table, which torch
+    would have to copy whole."""
 
-    def __init__(self, base: np.ndarray, ids: np.ndarray, rows: np.ndarray, w: np.ndarray,
-                 b: np.ndarray):
-        self.base, self.ids, self.rows = base, ids, rows
-        self.w, self.b = w, b
+    def __init__(self, bases, ids, rows, w, b):
+        self.bases, self.ids, self.rows = bases, ids, rows
+        self.w = np.stack(w).astype(np.float32)
+        self.b = np.concatenate(b).astype(np.float32)
 
-    def _scores(self, rows: np.ndarray) -> torch.Tensor:
-        # The logits in numpy: the rows may be a received, read-only table, which torch would
-        # have to copy whole.
-        return torch.sigmoid(torch.from_numpy(rows @ self.w + self.b))
+    def _table_rows(self, user: int, items: np.ndarray) -> np.ndarray:
+        """User `user`'s item table at `items`."""
+        ids = self.ids[user]
+        rows = self.bases[user][items]
+        where = np.minimum(np.searchsorted(ids, items), max(len(ids) - 1, 0))
+        stored = ids[where] == items if len(ids) else np.zeros(items.shape, bool)
+        rows[stored] = self.rows[user][where[stored]]
+        return rows
 
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        items = items.numpy()
-        rows = self.base[items]
-        where = np.searchsorted(self.ids, items)
-        stored = self.ids[np.minimum(where, len(self.ids) - 1)] == items if len(self.ids) else \
-            np.zeros(items.shape, bool)
-        rows[stored] = self.rows[where[stored]]
-        return self._scores(rows)
+        logits = np.stack([self._table_rows(k, row) @ self.w[k] + self.b[k]
+                           for k, row in zip(users.tolist(), items.numpy())])
+        return torch.sigmoid(torch.from_numpy(logits))
 
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        scores = self._scores(self.base)
-        scores[torch.from_numpy(self.ids)] = self._scores(self.rows)
-        return scores[None].expand(len(users), -1)
+        users = users.tolist()
+        logits = np.empty((len(users), len(self.bases[users[0]])), np.float32)
+        # One product per distinct base table (the one sent; the initial one) and its users.
+        by_base: dict[int, list[int]] = {}
+        for position, k in enumerate(users):
+            by_base.setdefault(id(self.bases[k]), []).append(position)
+        for positions in by_base.values():
+            ks = [users[p] for p in positions]
+            logits[positions] = (self.bases[ks[0]] @ self.w[ks].T).T + self.b[ks, None]
+        for position, k in enumerate(users):
+            logits[position, self.ids[k]] = self.rows[k] @ self.w[k] + self.b[k]
+        return torch.sigmoid(torch.from_numpy(logits))

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from clients import cohort
 from clients.pfedrec import PersonalScorer, PFedRecClient, initial_model
 from clients.ranking_eval import per_user_metrics
 from fedsim.federation import load_federation
@@ -155,8 +156,8 @@ def test_round_sample():
 def _dense_metrics(client, table, w, b, full):
     """Per-user metrics of `client` scored on a whole item table."""
     ids = np.arange(len(table))
-    return per_user_metrics(PersonalScorer(table, ids, table, w, b), client.data, client.users,
-                            0.2, full)
+    return per_user_metrics(PersonalScorer([table], [ids], [table], [w], [b]), client.data,
+                            client.users, 0.2, full)
 
 
 def test_evaluation_uses_the_clients_own_rows():
@@ -184,12 +185,47 @@ def test_evaluation_uses_the_clients_own_rows():
         got = {k: v for k, v in client.evaluate({"item_table": sent}, {}, store, 2)[1].items()}
         assert all(np.isclose(got[k], want[k].sum()) for k in want if "full" not in k)
     assert all(np.isclose(got[k], want[k].sum()) for k in want)
+    sent_round_1 = client.personal_table({"item_table": np.array(table)}, store)
+    true_scores = torch.sigmoid(torch.from_numpy(personal @ saved["weight"] + saved["bias"]))
+    assert torch.allclose(PersonalScorer(*zip(sent_round_1)).score_all(torch.arange(1))[0],
+                          true_scores)
     fresh = client.evaluate({"item_table": later}, {}, MemoryStore(), 2)[1]
     initial = _dense_metrics(client, np.array(table), w0, b0, full=True)
     assert all(np.isclose(fresh[k], initial[k].sum()) for k in initial)
     ranked_globally = _dense_metrics(client, later, saved["weight"], saved["bias"], full=True)
     assert all(not np.isclose(ranked_globally[k].sum(), want[k].sum()) for k in ("hr@10",
                                                                                   "val_hr@10"))
+
+
+def test_cohort_evaluation_equals_one_client_at_a_time():
+    """Cohort mode evaluates a node's clients together (training stays one by one): six
+    clients, four trained in round 1 and two never, each with its own metric sums equal to its
+    evaluation alone, sampled and full ranking."""
+    spec = _spec()
+    table = np.array(initial_model(load_federation(spec).dataset.num_items, 32, spec["seed"])[0])
+    clients = [PFedRecClient(spec, p) for p in (0, 4, 11, 17, 23, 31)]
+    stores = [MemoryStore() for _ in clients]
+    for client, store in list(zip(clients, stores))[:4]:
+        _client_train(client, table, store, 1)
+    shared = {"item_table": table + 0.5}  # a later global table: every client ranks its own
+    assert cohort.supports(clients, shared, training=False)
+    assert not cohort.supports(clients, {}, training=True)
+    batched = PFedRecClient.evaluate_batch(clients, shared, stores, spec["rounds"])
+    assert len(batched) == len(clients)
+    for client, store, (arrays, sums) in zip(clients, stores, batched):
+        alone = client.evaluate(shared, {}, store, spec["rounds"])[1]
+        assert arrays == {} and set(sums) == set(alone) and "hr@10_full" in sums
+        assert all(np.isclose(sums[k], alone[k]) for k in alone), client.partition_id
+    # The scores behind the metrics, user by user.
+    tables = [c.personal_table(shared, store) for c, store in zip(clients, stores)]
+    together = PersonalScorer(*zip(*tables))
+    candidates = torch.from_numpy(np.stack([c.candidates()[:100] for c in clients]))
+    for k, parts in enumerate(tables):
+        alone = PersonalScorer(*zip(parts))
+        assert torch.allclose(together.score_all(torch.arange(6))[k],
+                              alone.score_all(torch.arange(1))[0])
+        assert torch.allclose(together.score_candidates(torch.arange(6), candidates)[k],
+                              alone.score_candidates(torch.arange(1), candidates[k:k + 1])[0])
 
 
 def test_run_keeps_the_score_function_and_personal_rows_private():
