@@ -69,9 +69,10 @@ class PFedRec(PartitionedStrategy):
 
     def start(self, grid: Grid, initial_arrays: ArrayRecord, num_rounds: int = 3,
               *args: Any, **kwargs: Any):
-        if self.table is None:  # a resumed run has loaded its tables already
-            self.table = initial_arrays[ITEM_TABLE].numpy().copy()
-            self.trained_from = self.table.copy()
+        # The global table is all the server state: a resumed run gets it back as the
+        # checkpoint's arrays (the table the next round's trainees start from).
+        self.table = initial_arrays[ITEM_TABLE].numpy().copy()
+        self.trained_from = self.table.copy()
         return super().start(grid, initial_arrays, num_rounds, *args, **kwargs)
 
     # --- training ------------------------------------------------------------------------------
@@ -130,15 +131,6 @@ class PFedRec(PartitionedStrategy):
 
     def evaluation_metrics(self, replies: list[ClientReply | Sum]) -> dict[str, float]:
         return means_from_sums(SumRule().total(replies).metrics)
-
-    # --- checkpointing ---------------------------------------------------------------------------
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "table": self.table.copy(),
-                "trained_from": self.trained_from.copy()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.table, self.trained_from = state["table"].copy(), state["trained_from"].copy()
 
 
 def apply_mean_change(table: np.ndarray, total: Sum) -> None:

@@ -10,11 +10,14 @@ import torch
 from clients import cohort
 from clients.pfedrec import PersonalScorer, PFedRecClient, initial_model
 from clients.ranking_eval import per_user_metrics
+from fedsim.app.client_app import app as client_app
 from fedsim.federation import load_federation
+from fedsim.methods import METHODS
 from fedsim.protocol import read_reply
 from fedsim.runner.results import build_summary
 from fedsim.spec import SpecError, resolve
 from strategies.pfedrec import UPLOAD, apply_mean_change
+from tests.fake_grid import FakeGrid
 from tests.helpers import MemoryStore, private_arrays, run_fake
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
@@ -260,6 +263,50 @@ def test_run_keeps_the_score_function_and_personal_rows_private():
         mine[arrays["item_ids"]] = arrays["item_rows"]
         dense.append(mine)
     np.testing.assert_allclose(strategy.table, sum(dense) / len(dense), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("node_sums", [False, True], ids=["per-client", "node-sums"])
+def test_upload_of_other_rows_is_rejected(monkeypatch, node_sums):
+    """A client whose upload covers rows other than those it was sent is left out (by the
+    server, or by its node before the sum), and the round goes on with the others."""
+    train = PFedRecClient.train
+
+    def shifted(self, shared, own, state, server_round):
+        upload, metrics = train(self, shared, own, state, server_round)
+        if self.partition_id == 5:
+            upload = {"item_ids": upload["item_ids"][1:], "item_table": upload["item_table"][1:]}
+        return upload, metrics
+
+    monkeypatch.setattr(PFedRecClient, "train", shifted)
+    _, history, _ = run_fake({**SPEC, "rounds": 1, "fraction": 1.0, "nodes": 4,
+                              "node_sums": node_sums})
+    assert (history[1]["rejected"], history[1]["train_clients"]) == (1, 39)
+
+
+def test_a_resumed_run_continues_like_an_uninterrupted_one(tmp_path):
+    """Half the clients a round, 3 rounds straight through, against 2 rounds, the server's
+    state saved and loaded into a new strategy, and round 3 (the clients' private state stays
+    in the interrupted run's folder): the same round-3 record."""
+    def run(out_dir, history, rounds, state=None, arrays=None):
+        spec = resolve({**SPEC, "rounds": 3, "fraction": 0.5, "nodes": 4,
+                        "out_dir": str(out_dir)})
+        federation = load_federation(spec)
+        method = METHODS["pfedrec"]
+        strategy = method.build(spec, federation, {"run_id": "t", "on_round": history.append})
+        if state is not None:
+            strategy.load_state_dict(state)
+        result = strategy.start(FakeGrid(client_app, 4),
+                                arrays or method.initial_arrays(spec, federation),
+                                num_rounds=rounds, start_round=2 if state else 0)
+        return strategy, result
+
+    whole, part, resumed = [], [], []
+    run(tmp_path / "whole", whole, 3)
+    interrupted, halfway = run(tmp_path / "part", part, 2)
+    run(tmp_path / "part", resumed, 3, interrupted.state_dict(), halfway.arrays)
+    assert resumed[-1]["round"] == whole[-1]["round"] == 3
+    for key in ("hr@10", "val_hr@10", "ndcg@10_full", "train_loss", "train_clients"):
+        assert resumed[-1][key] == whole[-1][key], key
 
 
 def test_spec_needs_one_user_per_client():
