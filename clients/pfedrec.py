@@ -46,9 +46,12 @@ items (it already learns the training positives: the rows asked for every round)
 A client that never trained ranks with the initial model (the authors evaluate such a user with
 their untouched initial model: initial score function and initial item table).
 
-Cohort mode (:mod:`clients.cohort`) batches evaluation only (:meth:`PFedRecClient.evaluate_batch`:
-full ranking is one product of the item table with all the clients' score functions); training
-runs one client at a time.
+Cohort mode (:mod:`clients.cohort`): :meth:`PFedRecClient.train_batch` takes the j-th batch of
+every client of a pass at once (each with its own rows, score function and sample order; a
+client with fewer batches is masked out of the later steps), and
+:meth:`PFedRecClient.evaluate_batch` ranks them together (full ranking: one product of the item
+table with all their score functions). Both agree with the clients run one by one to float
+tolerance (tests/test_pfedrec.py).
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
+from clients import cohort
 from clients.fedncf import distinct_negatives
 from clients.ranking_eval import evaluate_user_groups, evaluate_users
 from fedsim.federation import load_federation
@@ -160,17 +164,8 @@ class PFedRecClient:
 
         `own` holds ITEM_IDS (sorted) and ITEM_TABLE (those rows of the global table);
         `state` is this client's private store."""
-        ids, received = own[ITEM_IDS], own[ITEM_TABLE]
-        items, labels, orders = self.round_sample(server_round)
-        local = np.searchsorted(ids, items)
-        if not np.array_equal(ids[np.minimum(local, len(ids) - 1)], items):
-            raise ValueError(f"partition {self.partition_id}: the item rows received do not "
-                             "cover this round's sample")
-        saved = state.load()
-        _, w0, b0 = initial_model(self.data.num_items, self.dim, self.seed)
-        w = torch.tensor(saved["weight"] if saved is not None else w0)
-        b = torch.tensor(saved["bias"] if saved is not None else b0)
-        table = torch.tensor(received)
+        local, labels, orders, w, b = self._round_inputs(own, state, server_round)
+        table = torch.tensor(own[ITEM_TABLE])
         local_t, labels_t = torch.from_numpy(local), torch.from_numpy(labels)
         loss_sum = 0.0
         for order in orders:
@@ -180,11 +175,30 @@ class PFedRecClient:
                 w, b = self._score_step(table[rows], w, b, y)
                 table, loss = self._item_step(table, rows, w, b, y)
                 loss_sum += float(loss) * len(batch)
-        state.save({"weight": w.numpy(), "bias": b.numpy(), "item_ids": ids,
-                    "item_rows": table.numpy()})
-        return ({ITEM_IDS: ids, ITEM_TABLE: table.numpy() - received},
-                {NUM_EXAMPLES: int(labels.sum()),
-                 TRAIN_LOSS: loss_sum / (len(items) * len(orders))})
+        return self._finish(own, state, w.numpy(), b.numpy(), table.numpy(), labels,
+                            loss_sum / (len(labels) * len(orders)))
+
+    def _round_inputs(self, own: Arrays, state, server_round: int) -> tuple:
+        """(samples as rows of the received ITEM_IDS, labels, orders, w, b) of this round."""
+        ids = own[ITEM_IDS]
+        items, labels, orders = self.round_sample(server_round)
+        local = np.searchsorted(ids, items)
+        if not np.array_equal(ids[np.minimum(local, len(ids) - 1)], items):
+            raise ValueError(f"partition {self.partition_id}: the item rows received do not "
+                             "cover this round's sample")
+        saved = state.load()
+        _, w0, b0 = initial_model(self.data.num_items, self.dim, self.seed)
+        w = torch.tensor(saved["weight"] if saved is not None else w0)
+        b = torch.tensor(saved["bias"] if saved is not None else b0)
+        return local, labels, orders, w, b
+
+    @staticmethod
+    def _finish(own: Arrays, state, w: np.ndarray, b: np.ndarray, rows: np.ndarray,
+                labels: np.ndarray, loss: float) -> tuple[Arrays, dict[str, float]]:
+        """Keep (w, b, the personal rows); the upload: the rows' change, and the metrics."""
+        state.save({"weight": w, "bias": b, "item_ids": own[ITEM_IDS], "item_rows": rows})
+        return ({ITEM_IDS: own[ITEM_IDS], ITEM_TABLE: rows - own[ITEM_TABLE]},
+                {NUM_EXAMPLES: int(labels.sum()), TRAIN_LOSS: loss})
 
     def _score_step(self, rows: torch.Tensor, w: torch.Tensor, b: torch.Tensor,
                     labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -228,10 +242,70 @@ class PFedRecClient:
         return {}, sums
 
     def batchable(self, shared: Arrays, training: bool) -> bool:
-        """Cohort mode batches evaluation (:meth:`evaluate_batch`: one product of the item table
-        with all the clients' score functions for full ranking); training runs one client at
-        a time (its batches differ in number and size between clients)."""
-        return not training
+        """Cohort mode: :meth:`train_batch` and :meth:`evaluate_batch` (one product of the item
+        table with all the clients' score functions for full ranking)."""
+        return True
+
+    @staticmethod
+    def train_batch(clients: list[PFedRecClient], shared: Arrays, owns: list[Arrays],
+                    stores: list, server_round: int) -> list[tuple[Arrays, dict[str, float]]]:
+        """:meth:`train` of every client, in vectorised passes of clients of similar sample
+        counts (:func:`clients.cohort.passes`): batch j of every client of a pass at once, a
+        client without a batch j (fewer samples) left as it is by a zero mask."""
+        inputs = [c._round_inputs(own, store, server_round)
+                  for c, own, store in zip(clients, owns, stores)]
+        replies: list = [None] * len(clients)
+        for indices in cohort.passes([len(x[1]) for x in inputs]):
+            computed = clients[0]._train_pass([inputs[i] for i in indices],
+                                              [owns[i] for i in indices])
+            for index, (w, b, rows, loss) in zip(indices, computed):
+                replies[index] = clients[index]._finish(owns[index], stores[index], w, b, rows,
+                                                        inputs[index][1], loss)
+        return replies
+
+    def _train_pass(self, inputs: list[tuple], owns: list[Arrays]) -> list[tuple]:
+        """(w, b, personal rows, mean loss) of each client of one pass (this client's settings,
+        which the spec gives every client of the message)."""
+        size = self.batch_size
+        samples = max(len(x[1]) for x in inputs)
+        steps = -(-samples // size)
+        tables = cohort.pad([own[ITEM_TABLE] for own in owns], max(len(own[ITEM_IDS])
+                                                                    for own in owns))
+        w = torch.stack([x[3] for x in inputs])
+        b = torch.stack([x[4] for x in inputs])[:, 0]
+        loss_sum = torch.zeros(len(inputs), dtype=torch.float64)
+        for epoch in range(self.epochs):
+            # [clients, steps x size]: each client's samples in its epoch order, zero-padded.
+            rows = cohort.pad([x[0][x[2][epoch]] for x in inputs], steps * size).view(
+                len(inputs), steps, size)
+            labels = cohort.pad([x[1][x[2][epoch]] for x in inputs], steps * size).view(
+                len(inputs), steps, size)
+            mask = cohort.pad([np.ones(len(x[1]), np.float32) for x in inputs],
+                              steps * size).view(len(inputs), steps, size)
+            for j in range(steps):
+                count = mask[:, j].sum(1)
+
+                def losses(table, w, b):
+                    """Each client's mean BCE over its batch j (0 without one)."""
+                    index = rows[:, j, :, None].expand(-1, -1, table.shape[2])
+                    found = torch.gather(table, 1, index)
+                    logits = torch.einsum("cbd,cd->cb", found, w) + b[:, None]
+                    bce_terms = torch.nn.functional.binary_cross_entropy(
+                        torch.sigmoid(logits), labels[:, j], reduction="none")
+                    return (bce_terms * mask[:, j]).sum(1) / count.clamp(min=1)
+
+                w, b = w.requires_grad_(), b.requires_grad_()
+                grad_w, grad_b = torch.autograd.grad(losses(tables, w, b).sum(), (w, b))
+                w = w.detach().add(grad_w, alpha=-self.lr)
+                b = b.detach().add(grad_b, alpha=-self.lr)
+                tables = tables.requires_grad_()
+                loss = losses(tables, w, b)
+                (grad,) = torch.autograd.grad(loss.sum(), tables)
+                tables = tables.detach().add(grad, alpha=-self.item_lr)
+                loss_sum += loss.detach().double() * count
+        return [(w[k].numpy(), b[k:k + 1].numpy(), tables[k, :len(own[ITEM_IDS])].numpy(),
+                 float(loss_sum[k]) / (len(x[1]) * self.epochs))
+                for k, (x, own) in enumerate(zip(inputs, owns))]
 
     @staticmethod
     def evaluate_batch(clients: list[PFedRecClient], shared: Arrays, stores: list,

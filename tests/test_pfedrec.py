@@ -200,10 +200,39 @@ def test_evaluation_uses_the_clients_own_rows():
                                                                                   "val_hr@10"))
 
 
+def test_cohort_training_equals_one_client_at_a_time():
+    """Cohort mode trains a node's clients together: eight clients of different sample counts
+    (so different numbers of batches), two rounds (the second from each one's stored score
+    function), uploads, metrics and stored state equal to each client trained alone."""
+    spec = _spec()
+    table = np.array(initial_model(load_federation(spec).dataset.num_items, 32, spec["seed"])[0])
+    clients = [PFedRecClient(spec, p) for p in (0, 2, 4, 11, 17, 23, 31, _busiest(spec))]
+    sizes = {len(c.round_sample(1)[0]) // spec["pfedrec.batch_size"] for c in clients}
+    assert len(sizes) > 2 and cohort.supports(clients, {}, training=True)
+    together, alone = [MemoryStore() for _ in clients], [MemoryStore() for _ in clients]
+    for server_round in (1, 2):
+        owns = [{"item_ids": ids, "item_table": table[ids]}
+                for ids in (c.needed_items(server_round) for c in clients)]
+        batched = PFedRecClient.train_batch(clients, {}, owns, together, server_round)
+        for k, client in enumerate(clients):
+            upload, metrics = client.train({}, owns[k], alone[k], server_round)
+            got, want = batched[k], (upload, metrics)
+            assert np.array_equal(got[0]["item_ids"], want[0]["item_ids"])
+            np.testing.assert_allclose(got[0]["item_table"], want[0]["item_table"],
+                                       rtol=1e-4, atol=1e-4)
+            assert got[1]["num-examples"] == want[1]["num-examples"]
+            assert np.isclose(got[1]["train-loss"], want[1]["train-loss"], rtol=1e-5)
+            for name, value in alone[k].load().items():
+                np.testing.assert_allclose(together[k].load()[name], value, rtol=1e-4,
+                                           atol=1e-4)
+        table = table + np.random.default_rng(server_round).normal(0, 0.1, table.shape
+                                                                    ).astype(np.float32)
+
+
 def test_cohort_evaluation_equals_one_client_at_a_time():
-    """Cohort mode evaluates a node's clients together (training stays one by one): six
-    clients, four trained in round 1 and two never, each with its own metric sums equal to its
-    evaluation alone, sampled and full ranking."""
+    """Cohort mode evaluates a node's clients together: six clients, four trained in round 1
+    and two never, each with its own metric sums equal to its evaluation alone, sampled and
+    full ranking."""
     spec = _spec()
     table = np.array(initial_model(load_federation(spec).dataset.num_items, 32, spec["seed"])[0])
     clients = [PFedRecClient(spec, p) for p in (0, 4, 11, 17, 23, 31)]
@@ -212,7 +241,6 @@ def test_cohort_evaluation_equals_one_client_at_a_time():
         _client_train(client, table, store, 1)
     shared = {"item_table": table + 0.5}  # a later global table: every client ranks its own
     assert cohort.supports(clients, shared, training=False)
-    assert not cohort.supports(clients, {}, training=True)
     batched = PFedRecClient.evaluate_batch(clients, shared, stores, spec["rounds"])
     assert len(batched) == len(clients)
     for client, store, (arrays, sums) in zip(clients, stores, batched):
@@ -279,7 +307,7 @@ def test_upload_of_other_rows_is_rejected(monkeypatch, node_sums):
 
     monkeypatch.setattr(PFedRecClient, "train", shifted)
     _, history, _ = run_fake({**SPEC, "rounds": 1, "fraction": 1.0, "nodes": 4,
-                              "node_sums": node_sums})
+                              "node_sums": node_sums, "cohort": False})
     assert (history[1]["rejected"], history[1]["train_clients"]) == (1, 39)
 
 
