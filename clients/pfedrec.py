@@ -56,7 +56,6 @@ tolerance (tests/test_pfedrec.py).
 
 from __future__ import annotations
 
-import functools
 from typing import Any, Mapping
 
 import numpy as np
@@ -68,23 +67,9 @@ from clients.ranking_eval import evaluate_user_groups, evaluate_users
 from fedsim.federation import load_federation
 from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.messages.pfedrec import ITEM_IDS, ITEM_TABLE
+from fedsim.models.pfedrec import initial_model
 
 Arrays = dict[str, np.ndarray]
-
-
-@functools.lru_cache(maxsize=4)
-def initial_model(num_items: int, dim: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(item table [num_items, dim], w [dim], b [1]) of the authors' model built from `seed`:
-    nn.Embedding (N(0, 1)) then nn.Linear(dim, 1) (PyTorch's default init). Every client starts
-    from this score function and the server from this table. Cached per process (read-only)."""
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        table = torch.nn.Embedding(num_items, dim).weight.detach().numpy()
-        score = torch.nn.Linear(dim, 1)
-    arrays = (table, score.weight.detach().numpy()[0], score.bias.detach().numpy())
-    for array in arrays:
-        array.flags.writeable = False
-    return arrays
 
 
 def bce(rows: torch.Tensor, w: torch.Tensor, b: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:

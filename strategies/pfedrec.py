@@ -35,10 +35,10 @@ import numpy as np
 from flwr.app import Array, ArrayRecord, ConfigRecord, Message, MessageType, MetricRecord
 from flwr.serverapp import Grid
 
-from clients.pfedrec import initial_model
 from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.messages.pfedrec import ITEM_IDS, ITEM_TABLE, ROWS
 from fedsim.messages.ranking import means_from_sums
+from fedsim.models.pfedrec import initial_model
 from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy

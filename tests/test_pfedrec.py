@@ -8,11 +8,12 @@ import pytest
 import torch
 
 from clients import cohort
-from clients.pfedrec import PersonalScorer, PFedRecClient, initial_model
+from clients.pfedrec import PersonalScorer, PFedRecClient
 from clients.ranking_eval import per_user_metrics
 from fedsim.app.client_app import app as client_app
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
+from fedsim.models.pfedrec import initial_model
 from fedsim.protocol import read_reply
 from fedsim.runner.results import build_summary
 from fedsim.spec import SpecError, resolve
