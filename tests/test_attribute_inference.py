@@ -28,6 +28,7 @@ def test_scores_match_sklearn(num_classes):
         balanced_accuracy_score(labels, predicted), abs=1e-12)
 
 
+@pytest.mark.slow
 def test_attack_finds_a_leak_and_nothing_in_noise():
     rng = np.random.default_rng(0)
     labels = (rng.random(400) < 0.3).astype(np.int64)

@@ -24,6 +24,7 @@ FEDNCF = {"method": "fedncf", "dataset": "synthetic-rec", "partition.ids_per_cli
           "fraction": 1.0, "nodes": 2, "rounds": 2, "eval_every": 2}
 
 
+@pytest.mark.slow
 def test_audit_of_a_fedncf_run_reads_the_private_store(tmp_path, capsys):
     out = tmp_path / "fedncf"
     run_on_grid(FakeGrid(client_app, 2), resolve(FEDNCF), out)

@@ -298,6 +298,7 @@ def _trained_on_movielens(lambda_ga, lambda_gu, epochs=2):
     return trainer, model
 
 
+@pytest.mark.slow
 def test_aurl_closes_the_tail_head_gap_that_bpr_mf_leaves_on_movielens(data_dir):
     """Two epochs from the same initial model and batches, default weights against both 0: the
     MMD² between the tail and head representations (items, and inactive vs active users) is a

@@ -98,6 +98,7 @@ def plain_bprmf(data, seed: int, epochs: int, dim: int, batch_size: int, lr: flo
     return {"user.weight": user.weight.detach(), "item.weight": item.weight.detach()}
 
 
+@pytest.mark.slow
 def test_single_client_flower_run_equals_the_plain_training_loop(data_dir, tmp_path):
     records = flower_run({**SPEC, "eval_every": 3}, tmp_path / "flower")  # rounds 0 and 3
     spec = resolve(SPEC)
@@ -132,6 +133,7 @@ def test_single_client_flower_run_equals_the_plain_training_loop(data_dir, tmp_p
     assert last["hr@10_full"] > records[0]["hr@10_full"] + 0.03
 
 
+@pytest.mark.slow
 def test_a_resumed_single_client_run_keeps_the_adam_moments(data_dir, tmp_path):
     """Rounds 1-2, then a fresh grid and fresh client objects resume for rounds 3-4: the
     result equals 4 uninterrupted rounds only if the moments came back from the private store."""

@@ -20,6 +20,7 @@ def fedsim(*args: str, cwd=None) -> subprocess.CompletedProcess:
     (["--set", "dataset=filmtrust", "--data-dir", "nowhere"], ["ratings.txt", "FEDSIM_DATA_DIR"]),
     (["."], ["spec file .", "is a directory"]),  # not an IsADirectoryError traceback
 ])
+@pytest.mark.slow
 def test_bad_input_fails_fast_with_a_named_reason(args, words, tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))  # no cached copy of any dataset
     monkeypatch.delenv("FEDSIM_DATA_DIR", raising=False)

@@ -43,6 +43,7 @@ def _messages(spec, partitions, server_round, full):
 
 
 @pytest.mark.parametrize("case", list(BATCHING))
+@pytest.mark.slow
 def test_cohort_round_equals_the_clients_one_by_one_on_filmtrust(case):
     """Two rounds (the second uses the Adam state of the first) of 24 FilmTrust clients of each
     batching class: uploads, losses and private state agree to float tolerance."""
@@ -99,6 +100,7 @@ def test_cohort_evaluation_equals_the_clients_one_by_one(case):
             assert have[name] == pytest.approx(want[name], abs=1e-9), name
 
 
+@pytest.mark.slow
 def test_cohort_run_matches_one_client_per_node():
     """The issue's check: a whole run with cohorts of many clients per node and one with one
     client per node end with the same parameters and private state (float tolerance)."""
@@ -135,6 +137,7 @@ class DeclaredTraining(OwnTraining):
         return super().batchable(shared, training)
 
 
+@pytest.mark.slow
 def test_a_subclass_that_does_not_declare_batching_runs_one_client_at_a_time(monkeypatch):
     """Under cohort = true, a subclass of a batching class trains with its own ``train``, one
     client at a time: the declaration is not inherited."""

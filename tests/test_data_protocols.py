@@ -175,6 +175,7 @@ def authors_test_items(frame: pd.DataFrame) -> pd.Series:
     ("movielens-100k", ML100K_RATINGS, "\t", 415),
     ("amazon-video", AMAZON_VIDEO_RATINGS, ",", 2216),
 ])
+@pytest.mark.slow
 def test_fedrecgel_protocol_matches_the_authors_pandas_split(data_dir, name, ratings, sep,
                                                              tied_users):
     """On the real files: fedsim's fedrecgel test items equal the authors' pandas rule, user by

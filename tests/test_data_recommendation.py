@@ -61,6 +61,7 @@ def test_real_counts_and_split(data_dir, name):
 
 
 @pytest.mark.parametrize("name", ["filmtrust", "amazon-video"])
+@pytest.mark.slow
 def test_seed_determinism(data_dir, name):
     a = load_dataset(name, data_dir, seed=7, protocol="fedrecgel")
     b = load_dataset(name, data_dir, seed=7, protocol="fedrecgel")

@@ -76,6 +76,7 @@ def test_noise_has_std_noise_multiplier_times_clip_norm_seeded_by_client_and_rou
     assert not np.array_equal(noised, mechanism(zero, {}, 7, 3)["g"])
 
 
+@pytest.mark.slow
 def test_fedavg_with_no_noise_and_a_huge_clip_equals_the_non_dp_run_exactly():
     _, plain, plain_grid = run_fake(TAB)
     _, private, private_grid = run_fake({**TAB, **NO_NOISE})
@@ -107,6 +108,7 @@ def test_fedavg_dp_uploads_are_clipped_updates_plus_noise():
     assert np.std(noise) == pytest.approx(0.1, rel=0.3) and (noise != 0).all()
 
 
+@pytest.mark.slow
 def test_dp_fedncf_sends_every_item_row_and_without_noise_trains_as_the_sparse_protocol(
         monkeypatch):
     # Evaluation is not under test and costs most of a run: skip it.
@@ -150,6 +152,7 @@ def test_epsilon_decreases_with_more_noise_and_grows_with_releases():
     assert epsilon(1.0, 0, 1e-5) == 0.0 and epsilon(0.0, 3, 1e-5) == math.inf
 
 
+@pytest.mark.slow
 def test_summary_reports_the_budget_and_null_without_dp(tmp_path):
     from fedsim.app.client_app import app
     from tests.fake_grid import FakeGrid
@@ -165,6 +168,7 @@ def test_summary_reports_the_budget_and_null_without_dp(tmp_path):
     assert build_summary(resolve(TAB), [{"round": 0}], "accuracy", 4, 1.0)["privacy"] is None
 
 
+@pytest.mark.slow
 def test_a_resumed_dp_run_keeps_the_budget_it_had_spent(tmp_path):
     from fedsim.app.client_app import app
     from tests.fake_grid import FakeGrid

@@ -144,6 +144,7 @@ def test_rho_zero_is_plain_sasrec_bit_for_bit(mode):
     assert not all(torch.equal(p, m) for p, m in zip(plain.parameters(), moved.parameters()))
 
 
+@pytest.mark.slow
 def test_rho_zero_run_equals_the_sasrec_run_through_the_pipeline():
     """The pipeline's eisam runs are SASRec's at rho = 0 and differ from them at rho > 0 (both
     modes: the spec's radius reaches the clients' steps)."""
@@ -276,6 +277,7 @@ def _sharpness_step(mode, alpha):
 
 
 @pytest.mark.parametrize("mode", ["e1", "e2"])
+@pytest.mark.slow
 def test_item_weights_put_the_sharpness_term_on_the_tail(mode, data_dir):
     unit_share, unit_eps, _ = _sharpness_step(mode, alpha=0.0)
     share, eps, trainer = _sharpness_step(mode, alpha=1.0)
@@ -303,6 +305,7 @@ def test_fedrecgel_eisam_with_rho_zero_is_fedrecgel():
     assert metrics(off_history) == metrics(on_history)
 
 
+@pytest.mark.slow
 def test_fedrecgel_eisam_with_unit_weights_is_fedrecgel_sam():
     # alpha = 0: every beta = 1, so E1's g + g~ - g is SAM's g~ up to rounding.
     sam, _, _ = run_fake(REC)

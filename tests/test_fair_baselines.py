@@ -69,6 +69,7 @@ def fedavg_run():
 
 @pytest.mark.parametrize("method, neutral", [("fairfed", {"fairfed.beta": 0.0}),
                                              ("fedfb", {"fedfb.step": 0.0})])
+@pytest.mark.slow
 def test_step_zero_is_fedavg_exactly(fedavg_run, method, neutral):
     _, fedavg, fedavg_grid = fedavg_run
     _, other, other_grid = run_fake({**SYNTHETIC, "method": method, **neutral})
@@ -97,6 +98,7 @@ def test_fedfb_step_moves_the_group_weights_against_the_surrogate_gap_by_hand():
     assert np.array_equal(unchanged, lam)
 
 
+@pytest.mark.slow
 def test_fedfb_weights_lower_the_disparity_they_measure():
     """One step from ERM, with the 0-1 errors as the losses (where the surrogate is exact),
     retrains a fairer classifier on synthetic data whose groups differ in base rate."""
@@ -125,6 +127,7 @@ def test_fedfb_weights_lower_the_disparity_they_measure():
 
 
 @pytest.mark.parametrize("method", ["fairfed", "fedfb"])
+@pytest.mark.slow
 def test_a_resumed_run_continues_like_an_uninterrupted_one(method):
     spec = resolve({**SYNTHETIC, "method": method, "rounds": 3})
     federation = load_federation(spec)
@@ -147,6 +150,7 @@ def test_a_resumed_run_continues_like_an_uninterrupted_one(method):
         assert resumed[-1][key] == whole[-1][key], key
 
 
+@pytest.mark.slow
 def test_on_adult_fedfb_cuts_the_dp_gap_and_fairfed_reweights_clients(data_dir):
     adult = {"dataset": "adult", "model": "logreg", "partitioner": "dirichlet",
              "num_clients": 5, "fraction": 1.0, "rounds": 4, "data_dir": str(data_dir),

@@ -124,6 +124,7 @@ def _private_mu(strategy):
 
 
 @pytest.mark.parametrize("criterion", ["dp", "eo"])
+@pytest.mark.slow
 def test_post_processing_with_loose_constraints_reproduces_the_fedavg_argmax(criterion):
     strategy, history, grid = run_fake({**POST, "fedfact.xi_global": 1.0,
                                         "fedfact.xi_local": 1.0, "fedfact.criterion": criterion,
@@ -136,6 +137,7 @@ def test_post_processing_with_loose_constraints_reproduces_the_fedavg_argmax(cri
         assert calibrated[key] == pretrained[key], key
 
 
+@pytest.mark.slow
 def test_exact_parity_shrinks_the_gaps_and_duals_stay_private():
     strategy, history, grid = run_fake({**POST, "fedfact.xi_global": 0.0,
                                         "fedfact.xi_local": 0.0})
@@ -157,6 +159,7 @@ def test_exact_parity_shrinks_the_gaps_and_duals_stay_private():
     assert names == {"grad_lambda"}
 
 
+@pytest.mark.slow
 def test_equal_opportunity_post_processing_shrinks_the_local_gaps():
     # Needs the per-group score shift: with the attribute-blind FedAvg score the plug-in TPRs
     # are biased and the gaps grow instead.
@@ -168,6 +171,7 @@ def test_equal_opportunity_post_processing_shrinks_the_local_gaps():
     assert fair["accuracy"] > fedavg["accuracy"] - 0.02
 
 
+@pytest.mark.slow
 def test_post_processing_on_adult_cuts_the_global_dp_gap(data_dir):
     _, history, _ = run_fake({"method": "fedfact_post", "dataset": "adult", "model": "logreg",
                               "partitioner": "dirichlet", "num_clients": 5, "fraction": 1.0,
@@ -190,6 +194,7 @@ def _assert_no_reply_holds(grid, private):
                                for p in private), name
 
 
+@pytest.mark.slow
 def test_in_processing_trains_fairer_than_fedavg_and_keeps_personal_models_private():
     base = {**POST, "rounds": 8, "fedfact.xi_global": 0.0, "fedfact.xi_local": 0.0}
     del base["fedfact.pretrain_rounds"]
@@ -249,6 +254,7 @@ BAD_COUNTS = {"negative": lambda c: -c, "not integers": lambda c: c + 0.5,
 
 
 @pytest.mark.parametrize("bad", list(BAD_COUNTS))
+@pytest.mark.slow
 def test_a_bad_count_reply_is_rejected_and_the_other_clients_pooled(monkeypatch, bad):
     from clients.fedfact import FedFACTClient, FedFACTPostClient
     from fedsim.messages.common import COUNT_TABLE

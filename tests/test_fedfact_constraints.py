@@ -104,6 +104,7 @@ def _assert_meets(gaps: dict[str, float], variant: str, xi: float) -> None:
 
 
 @pytest.mark.parametrize("variant", ["g", "l", "gl"])
+@pytest.mark.slow
 def test_single_client_meets_exact_parity_in_sample(single, variant):
     gaps, pretrained, _, _ = single[variant]
     _assert_meets(gaps, variant, 0.0)
@@ -113,6 +114,7 @@ def test_single_client_meets_exact_parity_in_sample(single, variant):
 
 
 @pytest.mark.parametrize("variant", ["g", "l", "gl"])
+@pytest.mark.slow
 def test_federated_clients_meet_their_constraints_in_sample(federated, variant):
     gaps, pretrained, duals, history = federated[variant]
     _assert_meets(gaps, variant, FEDERATED["fedfact.xi_global"])
@@ -122,6 +124,7 @@ def test_federated_clients_meet_their_constraints_in_sample(federated, variant):
         assert duals["fedfact.lambda"].any()
 
 
+@pytest.mark.slow
 def test_the_papers_softmax_smoothing_overshoots(data_dir):
     """σ_β at β = 0.1 with hard argmax, the paper's: at ξ = 0 the in-sample gap stays > 0.01."""
     gaps, _, _, _ = run({**SINGLE, "data_dir": str(data_dir), "fedfact.variant": "gl",

@@ -17,6 +17,8 @@ from fedsim.federation import load_federation
 from fedsim.spec import resolve
 from tests.helpers import private_arrays, run_fake
 
+pytestmark = pytest.mark.slow  # FedAvg then FedFACT on Adult, 3 classes
+
 PRETRAIN = 3
 SPEC = {"method": "fedfact_post", "dataset": "adult-hours", "model": "logreg",
         "partitioner": "dirichlet", "num_clients": 5, "fraction": 1.0, "rounds": PRETRAIN + 4,

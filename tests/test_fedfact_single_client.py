@@ -135,6 +135,7 @@ def scores(model: dict[str, np.ndarray], x: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("variant", ["g", "l", "gl"])
+@pytest.mark.slow
 def test_single_client_run_is_the_centralized_dual_algorithm(runs, adult, variant):
     strategy, history, model, mu = runs[variant]
     problem = Centralized(scores(model, adult.x_train), adult.s_train)

@@ -349,6 +349,7 @@ def test_backbone_and_radius_are_checked(overrides, words):
         assert word in str(err.value)
 
 
+@pytest.mark.slow
 def test_filmtrust_run_at_the_authors_radii_completes_and_hit_rate_rises(data_dir):
     """An end-to-end check of the real-data pipeline at the authors' FilmTrust radii (rho_sh = 0,
     rho_ns = 0.02): the sampled protocol is evaluated at rounds 0 and 3 and the hit rate rises.

@@ -72,6 +72,7 @@ def arrays_per_round(rounds: dict[int, ArrayRecord]):
     return keep
 
 
+@pytest.mark.slow
 def test_flowers_fedavg_on_logical_clients_equals_fedsims_fedavg(setup):
     spec, message_config, initial = setup
     random.seed(0)  # Flower's FedAvg samples with the module-level random

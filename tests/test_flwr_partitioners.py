@@ -39,6 +39,7 @@ def rows_of(partitioner, k: int) -> np.ndarray:
     return np.sort(column_array(partitioner.load_partition(k), "row"))
 
 
+@pytest.mark.slow
 def test_fedsim_natural_is_flwr_natural_id_on_the_user_column(rating_rows):
     """Both ways: fedsim's natural as a flwr-datasets partitioner equals NaturalIdPartitioner,
     and "flwr:natural" in fedsim equals fedsim's natural."""
@@ -78,6 +79,7 @@ def test_a_fedsim_partitioner_through_the_adapter_gives_its_own_rows(adult_rows,
                                       column_array(adult_rows, "label")[direct[k]])
 
 
+@pytest.mark.slow
 def test_flwr_dirichlet_named_in_a_spec_gives_flwr_datasets_client_sizes(data_dir):
     """partitioner = "flwr:dirichlet" over Adult's train and test rows: each client's size is
     what DirichletPartitioner gives for the same labels, alpha, min size and seed."""

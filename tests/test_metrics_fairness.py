@@ -76,6 +76,7 @@ def test_confusion_counts():
 
 @given(seed=st.integers(0, 2**32 - 1), num_groups=st.integers(2, 4), n=st.integers(50, 400))
 @settings(deadline=None, max_examples=40)
+@pytest.mark.slow
 def test_binary_gaps_match_fairlearn(seed, num_groups, n):
     rng = np.random.default_rng(seed)
     y_true, y_pred = rng.integers(0, 2, n), rng.integers(0, 2, n)

@@ -46,6 +46,7 @@ def per_client():
 
 @pytest.mark.parametrize("nodes", [1, 3, 7])
 @pytest.mark.parametrize("method", list(METHODS))
+@pytest.mark.slow
 def test_node_sums_equal_per_client_aggregation(per_client, method, nodes):
     _, want_history, want_grid = per_client[method]
     strategy, history, grid = run_fake({**METHODS[method], "nodes": nodes})
@@ -138,6 +139,7 @@ def test_weighted_sums_give_the_weighted_mean():
     assert list(rejected) == [3] and "num-examples" in rejected[3]
 
 
+@pytest.mark.slow
 def test_a_malformed_node_sum_is_rejected_with_all_its_clients(monkeypatch, caplog):
     from fedsim.app import client_app
 

@@ -64,6 +64,7 @@ def assert_same_split(ours, named) -> None:
 
 
 @pytest.mark.parametrize("protocol", sorted(PROTOCOLS))
+@pytest.mark.slow
 def test_movielens_as_csv_and_inter_split_as_the_named_dataset(protocol, ml100k_rows, tmp_path):
     named = load_dataset("movielens-100k", protocol=protocol)
     as_csv = write_csv(tmp_path / "ratings.csv", ["user", "movie", "stars", "when"], ml100k_rows)
@@ -91,6 +92,7 @@ def test_without_a_time_column_file_order_is_time_order(protocol, ml100k_rows, t
     assert_same_split(ours, load_dataset("movielens-100k", protocol=protocol))
 
 
+@pytest.mark.slow
 def test_rating_column_keeps_rows_rated_at_least_min_rating(ml100k_rows, tmp_path):
     everything = write_csv(tmp_path / "all.csv", ["user_id", "item_id", "rating", "timestamp"],
                            ml100k_rows)
@@ -125,6 +127,7 @@ def test_text_ids_work_and_integer_ids_sort_as_numbers(tmp_path):
     np.testing.assert_array_equal(data.user_items(0), [0, 1, 2, 3])
 
 
+@pytest.mark.slow
 def test_adult_rows_as_a_csv_prepare_as_adult(data_dir, tmp_path):
     """The same rows and columns as load_adult reads, with income the label and sex the
     sensitive column: the same features, split and labels; groups in sorted order (Female
@@ -215,6 +218,7 @@ def test_the_task_comes_from_the_dataset(tmp_path):
                  "model": "logreg"})
 
 
+@pytest.mark.slow
 def test_a_spec_on_an_interactions_csv_federates_and_trains_two_rounds(ml100k_rows, tmp_path):
     """The file named in a spec gives the named dataset's federation (one client per user), and
     FedNCF runs two rounds in-process (the FakeGrid, no Ray) on its first 100 users' rows."""

@@ -12,11 +12,14 @@ import re
 import sys
 from pathlib import Path
 
+import pytest
 from flwr.app import Context, RecordDict
 
 from fedsim.app.client_app import app as client_app
 from fedsim.app.private_store import SUFFIX
 from tests.fake_grid import FakeGrid
+
+pytestmark = pytest.mark.slow  # each example trains on the in-process grid
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples"
 

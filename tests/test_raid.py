@@ -38,6 +38,7 @@ def run(tmp_path, name: str, **overrides) -> tuple[dict, list[dict]]:
     return arrays, [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in records]
 
 
+@pytest.mark.slow
 def test_beta_zero_is_the_undefended_run_bit_for_bit(tmp_path):
     """beta = 0 with phase 2 from epoch 2 on equals a run that never leaves phase 1; the same
     schedule with beta = 5 is defended: its users' class means, relative to the spread of the
@@ -112,6 +113,7 @@ def test_penalty_moves_the_released_embeddings_to_the_targets():
     assert attack(released, trainer.classes, seeds=2)["mlp_auc"] < 0.65
 
 
+@pytest.mark.slow
 def test_noise_baseline_and_audit_see_the_same_released_embeddings(tmp_path):
     """The final evaluation's attack scores and `fedsim audit` on the run agree exactly, noise
     included; the noise changes the ranking metrics but not the training."""

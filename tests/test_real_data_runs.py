@@ -1,8 +1,11 @@
 """Short runs on the real datasets (in-process grid, no Ray): the pipeline learns on real data."""
 
+import pytest
+
 from tests.helpers import run_fake
 
 
+@pytest.mark.slow
 def test_fedncf_on_filmtrust_improves_hit_rate_over_round_zero(data_dir):
     _, history, _ = run_fake({"dataset": "filmtrust", "data_dir": str(data_dir), "rounds": 3,
                               "eval_every": 3})

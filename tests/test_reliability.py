@@ -120,6 +120,7 @@ def test_stragglers_fail_alone_and_the_fast_clients_updates_count(caplog, spec):
     (lambda up: {**up, "item_ids": up["item_ids"] + 10_000}, "outside"),
     (lambda up: {**up, "head.bias": np.zeros(1 << 19, np.float32)}, "max_reply_bytes"),
 ])
+@pytest.mark.slow
 def test_malformed_updates_are_rejected_and_never_aggregated(monkeypatch, caplog, corruption,
                                                               reason):
     from clients.fedncf import FedNCFClient

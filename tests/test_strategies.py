@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from clients.fedncf import FedNCFClient
@@ -17,6 +18,7 @@ TAB = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
        "fedavg.lr": 0.1, "fedavg.local_epochs": 3}
 
 
+@pytest.mark.slow
 def test_many_clients_per_node_give_the_same_run_as_one_client_per_node():
     # One client at a time (cohort = false) with per-client replies (node_sums = false) is
     # bit-reproducible across node layouts; cohort mode and node sums agree to float tolerance
@@ -71,6 +73,7 @@ def test_item_sparse_mean_equals_dense_mean_with_zero_rows():
         np.testing.assert_allclose(mean[name].numpy(), expected, rtol=1e-6, atol=1e-7)
 
 
+@pytest.mark.slow
 def test_clients_receive_only_the_item_rows_they_asked_for():
     _, _, grid = run_fake({**REC, "rounds": 1, "nodes": 0})
     spec_overrides = {**REC, "rounds": 1, "nodes": 0}
@@ -100,6 +103,7 @@ def test_no_reply_carries_user_embeddings():
                                for p in private), name
 
 
+@pytest.mark.slow
 def test_fedncf_learns_on_synthetic_data():
     _, history, _ = run_fake({**REC, "rounds": 6, "fraction": 0.2, "eval_every": 6})
     assert history[0]["round"] == 0 and history[-1]["round"] == 6
