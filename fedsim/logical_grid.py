@@ -47,41 +47,14 @@ from flwr.app import (Array, ArrayRecord, ConfigRecord, Error, Message, MessageT
 from flwr.common.constant import ErrorCode
 from flwr.serverapp import Grid
 
-from fedsim.protocol import (CONFIG, DEADLINE, DISCOVER, NODE_INFO, PARTITIONS, SERVER_ROUND,
-                             SHARED, read_reply)
-from strategies.base import payload_bytes, reply_margin
+from fedsim.protocol import (CONFIG, DEADLINE, PARTITIONS, SERVER_ROUND, SHARED,
+                             read_reply)
+from strategies.base import discover_partitions, payload_bytes, reply_margin
 
 # Virtual node ids are partition + VIRTUAL_ID_BASE: never a partition id and, far above the
 # physical ids of an in-process grid, hard to confuse with one.
 VIRTUAL_ID_BASE = 1 << 32
 REPLY_ARRAYS, REPLY_METRICS = "arrays", "metrics"  # a Flower ClientApp's reply layout
-
-
-def discover_partitions(grid: Grid, num_nodes: int, num_partitions: int,
-                        message_config: Mapping[str, Any], timeout: float) -> dict[int, int]:
-    """partition -> physical node id: wait (at most `timeout` s) until `num_nodes` nodes have
-    registered, ask each which partitions it hosts, and check that all `num_partitions` are."""
-    deadline = time.monotonic() + timeout
-    while len(nodes := sorted(grid.get_node_ids())) < num_nodes:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"only {len(nodes)} of {num_nodes} nodes registered "
-                               f"within {timeout:.0f} s")
-        time.sleep(0.1)
-    config = ConfigRecord({SERVER_ROUND: 0, **message_config})
-    asks = [Message(RecordDict({CONFIG: config}), dst_node_id=n, message_type=DISCOVER)
-            for n in nodes]
-    hosts = {}
-    for reply in grid.send_and_receive(asks, timeout=timeout):
-        if reply.has_error():
-            raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: "
-                               f"{reply.error.reason}")
-        for partition in reply.content.config_records[NODE_INFO][PARTITIONS]:
-            hosts[int(partition)] = reply.metadata.src_node_id
-    missing = sorted(set(range(num_partitions)) - set(hosts))
-    if missing:
-        raise RuntimeError(f"no node hosts partitions {missing[:10]}"
-                           f"{'...' if len(missing) > 10 else ''}")
-    return hosts
 
 
 @dataclass

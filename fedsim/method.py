@@ -101,7 +101,7 @@ def strategy_arguments(spec: Mapping[str, Any], federation: Any,
     id (which names their private-state store) in every message; with DP on, the clients noise
     their uploads (fedsim/app/client_app.py) and the strategy accounts the budget."""
     from fedsim.privacy import ClientAccountant
-    from fedsim.protocol import nodes_for
+    from fedsim.protocol import RUN_ID, SPEC, nodes_for
 
     return {"num_partitions": federation.num_clients,
             "num_nodes": nodes_for(spec, federation.num_clients),
@@ -109,7 +109,7 @@ def strategy_arguments(spec: Mapping[str, Any], federation: Any,
             "seed": spec["seed"], "evaluate_every": spec["eval_every"],
             "round_timeout": spec["round_timeout"], "min_replies": spec["min_replies"],
             "max_reply_bytes": int(spec["max_reply_mb"] * 2**20),
-            "message_config": {"spec": json.dumps(dict(spec)), "run-id": runtime["run_id"]},
+            "message_config": {SPEC: json.dumps(dict(spec)), RUN_ID: runtime["run_id"]},
             "on_round": runtime.get("on_round"),
             "accountant": ClientAccountant.from_spec(spec, federation.num_clients),
             "node_sums": spec["node_sums"]}

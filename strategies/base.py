@@ -50,7 +50,12 @@ evaluation hooks, ``evaluate_shared`` (the arrays every client receives)
 and ``evaluation_metrics`` (client replies -> metrics), and may add ``check_reply`` (its own
 shape rules) and extend ``state_dict``/``load_state_dict`` (its server state). Every message
 carries ``message_config`` (plain scalars) in its "config" record; fedsim's runner puts the
-experiment spec there so stateless clients can rebuild their data.
+experiment spec there so stateless clients can rebuild their data. A strategy's own settings
+that its clients also use (a FedFACT variant, a FedRecGEL mode) travel once: the strategy
+declares them as spec keys (:meth:`client_settings`) and every message's config carries them,
+over the spec's values (fedsim.app.client_app.message_spec_json), so a ServerApp sets them only
+as constructor arguments. ``train_config`` / ``evaluate_config`` given to :meth:`start` go into
+every training / evaluation message's config, as Flower's strategies send theirs.
 """
 
 from __future__ import annotations
@@ -60,7 +65,7 @@ import math
 import re
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from logging import INFO, WARNING
 from typing import Any
 
@@ -148,6 +153,7 @@ class PartitionedStrategy(Strategy):
         self.bytes = {"up": 0, "down": 0, "eval_up": 0, "eval_down": 0}  # logical
         self.physical_bytes = dict.fromkeys(self.bytes, 0)  # what the simulation moved
         self._phase = ""  # message type of the last instructions
+        self._start_config: dict[str, ConfigRecord] = {}  # start()'s train/evaluate config
         self._rule: SumRule | None = None  # how nodes sum their replies to it, if they do
         self._tally: Tally | None = None  # what the replies hold, while asking every client
         self._addressed: dict[int, list[int]] = {}  # node -> partitions of its last instruction
@@ -170,6 +176,17 @@ class PartitionedStrategy(Strategy):
     def check_reply(self, reply: ClientReply) -> str | None:
         """Why a client's reply to the current phase is malformed, or None if it is fine."""
         return None
+
+    def client_settings(self) -> dict[str, bool | int | float | str]:
+        """Spec keys (docs/spec.md) whose value this strategy decides and its clients read, e.g.
+        {"fedfact.variant": "gl"}: sent in every message's config, over the spec's. None here."""
+        return {}
+
+    def message_config_for(self, message_type: str, **addressing: Any) -> ConfigRecord:
+        """A message's "config": start()'s config for its type, ``message_config``, the
+        strategy's settings, then the addressing keys (which nothing overrides)."""
+        return ConfigRecord({**self._start_config.get(message_type, {}), **self.message_config,
+                             **self.client_settings(), **addressing})
 
     def sum_rule(self, message_type: str) -> SumRule | None:
         """How nodes sum their clients' replies to `message_type` when this strategy's
@@ -202,25 +219,9 @@ class PartitionedStrategy(Strategy):
     # --- discovery and sampling ------------------------------------------------------------------
     def connect(self, grid: Grid) -> None:
         """Wait for every node, then learn which partitions each node hosts."""
-        deadline = time.monotonic() + self.node_wait_timeout
-        while len(nodes := sorted(grid.get_node_ids())) < self.num_nodes:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {len(nodes)} of {self.num_nodes} nodes registered "
-                                   f"within {self.node_wait_timeout:.0f} s")
-            time.sleep(0.1)
-        config = ConfigRecord({SERVER_ROUND: 0, **self.message_config})
-        asks = [Message(RecordDict({CONFIG: config}), dst_node_id=n, message_type=DISCOVER)
-                for n in nodes]
-        for reply in grid.send_and_receive(asks, timeout=self.node_wait_timeout):
-            if reply.has_error():
-                raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: "
-                                   f"{reply.error.reason}")
-            for partition in reply.content.config_records[NODE_INFO][PARTITIONS]:
-                self.partition_to_node[int(partition)] = reply.metadata.src_node_id
-        missing = sorted(set(range(self.num_partitions)) - set(self.partition_to_node))
-        if missing:
-            raise RuntimeError(f"no node hosts partitions {missing[:10]}"
-                               f"{'...' if len(missing) > 10 else ''}")
+        self.partition_to_node = discover_partitions(
+            grid, self.num_nodes, self.num_partitions, self.message_config_for(DISCOVER),
+            self.node_wait_timeout)
 
     def sample(self, server_round: int) -> list[int]:
         """Partition ids trained in `server_round`, sorted; reproducible from (seed, round)."""
@@ -248,9 +249,9 @@ class PartitionedStrategy(Strategy):
         messages = []
         deadline = time.time() + self.round_timeout - reply_margin(self.round_timeout)
         for node, addressed in by_node.items():
-            records: dict[str, Any] = {CONFIG: ConfigRecord({
+            records: dict[str, Any] = {CONFIG: self.message_config_for(message_type, **{
                 SERVER_ROUND: server_round, PARTITIONS: addressed, DEADLINE: deadline,
-                **summing, **self.message_config})}
+                **summing})}
             if shared is not None:
                 records[SHARED] = shared
                 self.physical_bytes[direction] += shared_bytes
@@ -440,6 +441,8 @@ class PartitionedStrategy(Strategy):
             self.round_timeout = timeout
         train_config = train_config or ConfigRecord()
         evaluate_config = evaluate_config or ConfigRecord()
+        self._start_config = {MessageType.TRAIN: train_config,
+                              MessageType.EVALUATE: evaluate_config}
         if not self.partition_to_node:
             self.connect(grid)
         result = Result()
@@ -548,6 +551,33 @@ class Tally:
                 return (f"{self.query}: {name!r} must hold non-negative integer counts "
                         f"(got dtype {value.dtype}, min {value.min() if value.size else None})")
         return None
+
+
+def discover_partitions(grid: Grid, num_nodes: int, num_partitions: int,
+                        message_config: Mapping[str, Any], timeout: float) -> dict[int, int]:
+    """partition -> physical node id: wait (at most `timeout` s) until `num_nodes` nodes have
+    registered, ask each which partitions it hosts, and check that all `num_partitions` are."""
+    deadline = time.monotonic() + timeout
+    while len(nodes := sorted(grid.get_node_ids())) < num_nodes:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"only {len(nodes)} of {num_nodes} nodes registered "
+                               f"within {timeout:.0f} s")
+        time.sleep(0.1)
+    config = ConfigRecord({SERVER_ROUND: 0, **message_config})
+    asks = [Message(RecordDict({CONFIG: config}), dst_node_id=n, message_type=DISCOVER)
+            for n in nodes]
+    hosts = {}
+    for reply in grid.send_and_receive(asks, timeout=timeout):
+        if reply.has_error():
+            raise RuntimeError(f"node {reply.metadata.src_node_id} failed discovery: "
+                               f"{reply.error.reason}")
+        for partition in reply.content.config_records[NODE_INFO][PARTITIONS]:
+            hosts[int(partition)] = reply.metadata.src_node_id
+    missing = sorted(set(range(num_partitions)) - set(hosts))
+    if missing:
+        raise RuntimeError(f"no node hosts partitions {missing[:10]}"
+                           f"{'...' if len(missing) > 10 else ''}")
+    return hosts
 
 
 def reply_margin(round_timeout: float) -> float:

@@ -69,8 +69,9 @@ class FedFACTStrategy(FedAvg):
     **kwargs
         Those of :class:`~strategies.base.PartitionedStrategy`.
 
-    The clients must run with the same variant, criterion and dual_lr (fedsim's clients read
-    them, and ξ, from the spec in ``message_config``; see docs/plugins.md).
+    Every message carries variant, criterion, dual_lr and bound to the clients
+    (:meth:`client_settings`), over the spec's; ξ and the rest of the client side come from the
+    spec in ``message_config`` (docs/plugins.md).
     """
 
     def __init__(self, *, variant: str = "gl", criterion: str = "dp", dual_lr: float = 0.2,
@@ -82,6 +83,11 @@ class FedFACTStrategy(FedAvg):
         self.bound = bound
         self.pooled: np.ndarray | None = None  # N[a, y], once asked
         self.lam: np.ndarray | None = None  # [2, U] non-negative pairs
+
+    def client_settings(self) -> dict[str, Any]:
+        return {**super().client_settings(), "fedfact.variant": self.variant,
+                "fedfact.criterion": self.criterion, "fedfact.dual_lr": self.dual_lr,
+                "fedfact.bound": self.bound}
 
     def dual_arrays(self, arrays: ArrayRecord) -> ArrayRecord:
         """The model plus λ and the pooled counts."""
@@ -123,6 +129,9 @@ class FedFACTPost(FedFACTStrategy):
             raise ValueError(f"dual_step = {dual_step!r}: expected 'plain' or 'scaled'")
         self.pretrain_rounds = pretrain_rounds
         self.dual_step = dual_step
+
+    def client_settings(self) -> dict[str, Any]:
+        return {**super().client_settings(), "fedfact.pretrain_rounds": self.pretrain_rounds}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:

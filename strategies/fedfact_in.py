@@ -48,6 +48,9 @@ class FedFACTIn(FedFACTStrategy):
         super().__init__(**kwargs)
         self.xi_global = xi_global
 
+    def client_settings(self) -> dict[str, Any]:
+        return {**super().client_settings(), "fedfact.xi_global": self.xi_global}
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         if self.pooled is None:

@@ -61,6 +61,10 @@ class FedRecGEL(FedNCF):
         self.eisam_alpha, self.eisam_beta_max = eisam_alpha, eisam_beta_max
         self.item_beta: np.ndarray | None = None  # float32 [num_items], once the counts are in
 
+    def client_settings(self) -> dict[str, Any]:
+        return {**super().client_settings(), "fedrecgel.item_centric": self.item_centric,
+                "fedrecgel.eisam": self.eisam}
+
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         if self.eisam and self.item_beta is None:

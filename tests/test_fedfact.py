@@ -1,14 +1,22 @@
 """FedFACT: calibration math by hand, dual steps, L1-ball projection, post-processing end to end."""
 
 import itertools
+import json
+import tempfile
 
 import numpy as np
 import pytest
 import torch
 
+from fedsim.app.client_app import app as client_app
 from fedsim.fairness import calibration as cal
+from fedsim.federation import load_federation
+from fedsim.methods import METHODS
 from fedsim.metrics import fairness_gaps
 from fedsim.protocol import unpack_arrays
+from fedsim.spec import resolve
+from strategies.fedfact import FedFACTPost
+from tests.fake_grid import FakeGrid
 from tests.helpers import private_arrays, run_fake
 
 # One client of a 2-group, 2-class federation: own n_k[a, y] and pooled N[a, y] (n = 120).
@@ -210,7 +218,7 @@ def test_in_processing_trains_fairer_than_fedavg_and_keeps_personal_models_priva
 
 
 def test_post_processing_needs_a_round_after_pretraining():
-    from fedsim.spec import SpecError, resolve
+    from fedsim.spec import SpecError
 
     with pytest.raises(SpecError, match="fedfact.pretrain_rounds = 6 leaves no post-processing"):
         resolve({**POST, "fedfact.pretrain_rounds": 6})
@@ -258,7 +266,6 @@ BAD_COUNTS = {"negative": lambda c: -c, "not integers": lambda c: c + 0.5,
 def test_a_bad_count_reply_is_rejected_and_the_other_clients_pooled(monkeypatch, bad):
     from clients.fedfact import FedFACTClient, FedFACTPostClient
     from fedsim.messages.common import COUNT_TABLE
-    from fedsim.spec import resolve
 
     original = FedFACTClient.query_counts
 
@@ -274,3 +281,31 @@ def test_a_bad_count_reply_is_rejected_and_the_other_clients_pooled(monkeypatch,
     expected = sum(FedFACTPostClient(resolve(spec), p).group_label_counts() for p in (0, 2, 3))
     np.testing.assert_array_equal(strategy.pooled, expected)
     assert [r["rejected"] for r in history] == [0, 0, 0, 0, 1]  # the counts, asked in round 4
+
+
+def _metrics(history):
+    return [{k: v for k, v in r.items() if not k.endswith("_seconds")} for r in history]
+
+
+def test_the_strategy_sends_its_own_settings_to_the_clients():
+    """Settings both sides use travel once: built with variant "l", criterion "eop" and another
+    pretraining length, FedFACT post runs the same as when the spec says so too, though the
+    spec its messages carry says "gl", "dp" and 3 (the clients take the strategy's)."""
+    own = {"fedfact.variant": "l", "fedfact.criterion": "eop", "fedfact.pretrain_rounds": 2,
+           "fedfact.dual_lr": 0.5}
+    _, told, _ = run_fake({**POST, **own})
+
+    spec = resolve(POST)
+    spec["out_dir"] = tempfile.mkdtemp(prefix="fedsim-test-")
+    federation = load_federation(spec)
+    history: list[dict] = []
+    strategy = FedFACTPost(variant="l", criterion="eop", pretrain_rounds=2, dual_lr=0.5,
+                           num_partitions=federation.num_clients, num_nodes=2,
+                           fraction_train=1.0, seed=spec["seed"],
+                           message_config={"spec": json.dumps(spec), "run-id": "settings"},
+                           on_round=history.append)
+    assert json.loads(strategy.message_config["spec"])["fedfact.variant"] == "gl"
+    strategy.start(FakeGrid(client_app, 2), METHODS["fedfact_post"].initial_arrays(
+        spec, federation), num_rounds=spec["rounds"])
+    assert _metrics(history) == _metrics(told)
+    assert "eop_local_max" in history[-1]

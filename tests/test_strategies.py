@@ -1,15 +1,22 @@
 """Strategies end to end on the in-process FakeGrid: determinism, sparsity, privacy, failures."""
 
 import json
+import tempfile
 
 import numpy as np
 import pytest
 import torch
+from flwr.app import ConfigRecord, MessageType
 
 from clients.fedncf import FedNCFClient
+from fedsim.app.client_app import app as client_app
+from fedsim.federation import load_federation
+from fedsim.methods import METHODS
 from fedsim.protocol import unpack_arrays
+from fedsim.spec import resolve
 from strategies.fedavg import FedAvg
 from strategies.fedncf import mean_sparse_gradient
+from tests.fake_grid import FakeGrid
 from tests.helpers import private_arrays, run_fake
 
 REC = {"dataset": "synthetic-rec", "rounds": 2, "fraction": 0.05, "eval_every": 2}
@@ -77,7 +84,6 @@ def test_item_sparse_mean_equals_dense_mean_with_zero_rows():
 def test_clients_receive_only_the_item_rows_they_asked_for():
     _, _, grid = run_fake({**REC, "rounds": 1, "nodes": 0})
     spec_overrides = {**REC, "rounds": 1, "nodes": 0}
-    from fedsim.spec import resolve
     spec = resolve(spec_overrides)
     train = [m for m in grid.sent if m.metadata.message_type == "train"]
     assert len(train) == 25  # 5% of 500 clients, one node each
@@ -153,3 +159,24 @@ def test_a_failing_client_is_counted_and_the_round_goes_on(monkeypatch):
     _, history, _ = run_fake({**TAB, "nodes": 2})
     assert [r["failures"] for r in history] == [0, 1, 1, 1]
     assert history[-1]["accuracy"] > 0.7
+
+
+def test_start_sends_flowers_train_and_evaluate_config_to_the_clients():
+    """Flower's Strategy.start(train_config=..., evaluate_config=...) reaches the clients, as
+    Flower's own strategies send it: in each training / evaluation message's config, never
+    over fedsim's addressing keys."""
+    spec = resolve({**TAB, "rounds": 1, "out_dir": tempfile.mkdtemp(prefix="fedsim-test-")})
+    federation = load_federation(spec)
+    strategy = METHODS["fedavg"].build(spec, federation, {"run_id": "cfg"})
+    grid = FakeGrid(client_app, strategy.num_nodes)
+    strategy.start(grid, METHODS["fedavg"].initial_arrays(spec, federation), num_rounds=1,
+                   train_config=ConfigRecord({"lr-note": 0.5, "server-round": 99}),
+                   evaluate_config=ConfigRecord({"eval-note": "x"}))
+    configs = {kind: [m.content.config_records["config"] for m in grid.sent
+                      if m.metadata.message_type == kind]
+               for kind in (MessageType.TRAIN, MessageType.EVALUATE)}
+    assert configs[MessageType.TRAIN] and configs[MessageType.EVALUATE]
+    assert all(c["lr-note"] == 0.5 and c["server-round"] == 1 and "eval-note" not in c
+               for c in configs[MessageType.TRAIN])
+    assert all(c["eval-note"] == "x" and "lr-note" not in c
+               for c in configs[MessageType.EVALUATE])

@@ -3,9 +3,10 @@
 The strategy is built from plain constructor arguments; fedsim's runner is not involved. The
 clients are fedsim's ClientApp (``fedsim.app.client_app:app``): it rebuilds each client's rows
 and runs the client side of the method from the spec that every message carries ("config"
-record, key "spec"), so the clients' settings are fedsim spec keys (docs/spec.md) and the
-server's are constructor arguments; the two sides must agree on variant, criterion, dual_lr
-and pretrain_rounds, hence one variable for each here.
+record, key "spec"), so the clients' settings are fedsim spec keys (docs/spec.md). The
+settings both sides use (variant, criterion, dual_lr, bound, pretrain_rounds) are the
+strategy's constructor arguments only: every message carries them to the clients, over the
+spec's (PartitionedStrategy.client_settings).
 
 Run settings (``--run-config``): num-server-rounds (30), pretrain-rounds (20), num-nodes (5,
 the number of SuperNodes), state-dir (where the clients keep their private duals; default: a
@@ -25,7 +26,7 @@ from fedsim.models import make_classifier
 from fedsim.spec import resolve
 from strategies.fedfact import FedFACTPost
 
-NUM_CLIENTS, VARIANT, CRITERION, DUAL_LR = 5, "gl", "dp", 0.2
+NUM_CLIENTS = 5
 
 app = ServerApp()
 
@@ -38,15 +39,13 @@ def main(grid: Grid, context: Context) -> None:
     clients = {  # what fedsim's ClientApp needs: data, split, local training, ξ, β, local steps
         "method": "fedfact_post", "dataset": "adult", "model": "logreg",
         "partitioner": "dirichlet", "num_clients": NUM_CLIENTS, "fedavg.lr": 0.005,
-        "fedavg.batch_size": 256, "fedfact.pretrain_rounds": pretrain_rounds,
-        "fedfact.variant": VARIANT, "fedfact.criterion": CRITERION, "fedfact.dual_lr": DUAL_LR,
-        "fedfact.xi_global": 0.01, "fedfact.xi_local": 0.01,
+        "fedavg.batch_size": 256, "fedfact.xi_global": 0.01, "fedfact.xi_local": 0.01,
         "state_dir": str(config.get("state-dir") or tempfile.mkdtemp(prefix="fedfact-")),
     }
     strategy = FedFACTPost(
         num_partitions=NUM_CLIENTS, num_nodes=int(config.get("num-nodes", NUM_CLIENTS)),
-        fraction_train=1.0, pretrain_rounds=pretrain_rounds, variant=VARIANT,
-        criterion=CRITERION, dual_lr=DUAL_LR,
+        fraction_train=1.0, pretrain_rounds=pretrain_rounds, variant="gl", criterion="dp",
+        dual_lr=0.2,
         message_config={"spec": json.dumps(clients), "run-id": str(context.run_id)},
         on_round=lambda record: print(
             f"round {record['round']}: accuracy={record.get('accuracy', float('nan')):.4f} "

@@ -66,7 +66,7 @@ from fedsim.privacy import GaussianMechanism
 from fedsim.protocol import (CLIENT_ARRAYS, CONFIG, DEADLINE, NODE_INFO, PARTITIONS, RUN_ID,
                              SERVER_ROUND, SHARED, SPEC, hosted_partitions, reply_content,
                              unpack_arrays)
-from fedsim.spec import resolve
+from fedsim.spec import SCHEMA, resolve
 
 app = ClientApp()
 
@@ -84,6 +84,20 @@ def _client(spec_json: str, partition: int):
 @functools.lru_cache(maxsize=64)
 def _spec(spec_json: str) -> dict:
     return resolve(json.loads(spec_json))
+
+
+def message_spec_json(config: ConfigRecord) -> str:
+    """The spec a message's clients run, as JSON: the "spec" entry with the strategy's own
+    settings over it (config entries named by spec keys: the strategy decides them,
+    :meth:`strategies.base.PartitionedStrategy.client_settings`)."""
+    settings = {name: value for name, value in config.items() if name in SCHEMA}
+    return _with_settings(str(config[SPEC]), json.dumps(settings, sort_keys=True))
+
+
+@functools.lru_cache(maxsize=64)
+def _with_settings(spec_json: str, settings_json: str) -> str:
+    settings = json.loads(settings_json)
+    return json.dumps({**json.loads(spec_json), **settings}) if settings else spec_json
 
 
 def state_root(spec: dict) -> Path:
@@ -125,7 +139,7 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
     that a failing client fails alone.
     """
     config = msg.content.config_records[CONFIG]
-    spec_json, server_round = str(config[SPEC]), int(config[SERVER_ROUND])
+    spec_json, server_round = message_spec_json(config), int(config[SERVER_ROUND])
     spec, run_id = _spec(spec_json), str(config[RUN_ID])
     started = time.time()
     deadline = float(config[DEADLINE]) if DEADLINE in config else math.inf
@@ -211,7 +225,7 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
 
 @app.query("discover")
 def discover(msg: Message, context: Context) -> Message:
-    spec = _spec(str(msg.content.config_records[CONFIG][SPEC]))
+    spec = _spec(message_spec_json(msg.content.config_records[CONFIG]))
     hosted = hosted_partitions(int(context.node_config["partition-id"]),
                                int(context.node_config["num-partitions"]),
                                load_federation(spec).num_clients)
@@ -242,7 +256,8 @@ for _query in queries():
 
 @app.train()
 def train(msg: Message, context: Context) -> Message:
-    mechanism = GaussianMechanism.from_spec(_spec(str(msg.content.config_records[CONFIG][SPEC])))
+    mechanism = GaussianMechanism.from_spec(
+        _spec(message_spec_json(msg.content.config_records[CONFIG])))
 
     def call(client, shared, own, state, rnd):
         upload, metrics = client.train(shared, own, state, rnd)
