@@ -3,11 +3,12 @@
 `pytest -m "not slow"` is the developer's inner loop (README): it stays about a minute only
 while the tests that start Ray, a Ray cluster, a SuperLink/SuperNode or `flwr run` are marked
 slow. In every run (CI included) a test without the marker that starts one of them fails,
-naming what it started, before it starts it. In this process, Flower's simulation is caught at
-``flwr.simulation.run_simulation`` (fedsim's ``simulate`` calls it; refused any later, in Flower's
-Ray backend thread, the run would hang instead of failing) and Ray at ``ray.init``; the launchers
-by the program a test spawns. A ``python -m fedsim.cli run`` child is not inspected: it may end
-on bad input before Ray starts (tests/test_cli.py), which only the child knows.
+naming what it started, before it starts it. Caught in this process: Flower's simulation at
+``flwr.simulation.run_simulation`` (fedsim's ``simulate`` calls it; refused any later, in the
+thread where Flower's Ray backend starts Ray, the run hangs instead of failing) and Ray at
+``ray.init``. Caught among the programs a test spawns: ``ray``, ``flwr`` and Flower's
+SuperLink, SuperNode and SuperExec. A ``python -m fedsim.cli run`` child is not inspected: it
+may end on bad input before Ray starts (tests/test_cli.py), which only the child knows.
 
 Loaded as a plugin by tests/conftest.py; tests/test_markers.py runs it on small test files.
 """
