@@ -31,9 +31,9 @@ import numpy as np
 import torch
 
 from clients.fedncf import FedNCFClient
-from clients.ranking_eval import evaluate_users
+from fedsim.metrics.leave_one_out import evaluate_users
 from fedsim.federation import load_federation
-from fedsim.messages.ranking import means_from_sums
+from fedsim.metrics.pooling import pooled_means
 from fedsim.methods import METHODS
 from fedsim.models import backbone
 from fedsim.runner.simulation import simulate
@@ -144,7 +144,7 @@ def plain_loop(spec: dict, history: list | None = None) -> tuple[float, dict[str
                                    **{k: v.numpy() for k, v in tables.items()}})
     with torch.no_grad():
         sums = evaluate_users(model, data, everyone, spec["data.head_fraction"], full=False)
-    return wall, means_from_sums(sums), updates
+    return wall, pooled_means(sums), updates
 
 
 def _evaluate(spec: dict, federation, params: dict, users: dict, samplers: dict,
@@ -166,7 +166,7 @@ def _evaluate(spec: dict, federation, params: dict, users: dict, samplers: dict,
     with torch.no_grad():
         sums = evaluate_users(model, federation.dataset, np.concatenate(parts),
                               spec["data.head_fraction"], full=full)
-    return {**means_from_sums(sums), "eval_seconds": time.perf_counter() - started}
+    return {**pooled_means(sums), "eval_seconds": time.perf_counter() - started}
 
 
 class _Empty:

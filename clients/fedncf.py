@@ -38,7 +38,7 @@ import torch
 from torch.func import functional_call, grad_and_value, vmap
 
 from clients import cohort
-from clients.ranking_eval import evaluate_user_groups, evaluate_users
+from fedsim.metrics.leave_one_out import evaluate_user_groups, evaluate_users
 from fedsim.federation import load_federation
 from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.messages.fedncf import ITEM_IDS

@@ -63,7 +63,7 @@ import torch
 
 from clients import cohort
 from clients.fedncf import distinct_negatives
-from clients.ranking_eval import evaluate_user_groups, evaluate_users
+from fedsim.metrics.leave_one_out import evaluate_user_groups, evaluate_users
 from fedsim.federation import load_federation
 from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.messages.pfedrec import ITEM_IDS, ITEM_TABLE
@@ -308,7 +308,7 @@ class PFedRecClient:
 class PersonalScorer:
     """Scores of users 0..n-1 (local rows), each with its own score function (w[k], b[k]) and
     item table: its stored rows (ids[k], sorted; rows[k]) over a base table (bases[k]). For
-    :mod:`clients.ranking_eval`; ties in the float32 sigmoids are kept (the authors rank on
+    :mod:`fedsim.metrics.leave_one_out`; ties in the float32 sigmoids are kept (the authors rank on
     them). The logits are computed in numpy: a base is a received, read-only table, which torch
     would have to copy whole."""
 

@@ -7,14 +7,14 @@ unchanged, so the server adds nothing to the centralized method it runs
 
 from __future__ import annotations
 
-from fedsim.centralized.trainer import pooled_means
+from fedsim.metrics.pooling import add, pooled_means
 from fedsim.protocol import ClientReply
 from strategies.fedavg import FedAvg
 
 
 class LocalTrainingFedAvg(FedAvg):
-    """FedAvg whose evaluation replies are ``name``/``name/n`` metric pairs (see
+    """FedAvg whose evaluation replies are (sum, count) metric pairs (:mod:`fedsim.metrics.pooling`,
     :meth:`fedsim.centralized.trainer.Trainer.evaluate`)."""
 
     def evaluation_metrics(self, replies: list[ClientReply]) -> dict[str, float]:
-        return pooled_means([reply.metrics for reply in replies])
+        return pooled_means(add(reply.metrics for reply in replies))

@@ -26,7 +26,7 @@ Messages (layout: :mod:`fedsim.protocol`; keys: :mod:`fedsim.messages.fedncf`)
   "item_mlp.weight" [n, d']; each client replies the gradients under the same names (and
   "item_ids"), with metrics "num-examples" (positives) and "train-loss".
 - evaluate: "arrays" = the full shared state dict; each client replies metric sums and counts
-  (:mod:`clients.ranking_eval`).
+  (:mod:`fedsim.metrics.leave_one_out`).
 
 Both the training uploads and the evaluation replies are summed by the server, so nodes send
 one checked sum of their clients (:mod:`fedsim.node_sums`; :meth:`FedNCF.sum_rule`): per item
@@ -46,7 +46,7 @@ from flwr.serverapp import Grid
 
 from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.messages.fedncf import ITEM_IDS, ROWS
-from fedsim.messages.ranking import means_from_sums
+from fedsim.metrics.pooling import pooled_means
 from fedsim.models import NeuMF, Recommender
 from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
@@ -187,7 +187,7 @@ class FedNCF(PartitionedStrategy):
         for reply in replies:
             for name, value in reply.metrics.items():
                 sums[name] = sums.get(name, 0.0) + float(value)
-        return means_from_sums(sums)
+        return pooled_means(sums)
 
     # --- checkpointing ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

@@ -20,7 +20,7 @@ Messages (layout of :mod:`fedsim.protocol`; per-client arrays by client and name
   client replies the same names with the rows' change, and metrics "num-examples" (positives)
   and "train-loss".
 - evaluate: "arrays" = {"item_table": the table above}; each client replies metric sums and
-  counts (:mod:`clients.ranking_eval`).
+  counts (:mod:`fedsim.metrics.leave_one_out`).
 
 Nodes sum both the uploads (per row: the sum of the changes and the number of clients sent it)
 and the evaluation replies (:mod:`fedsim.node_sums`; :meth:`PFedRec.sum_rule`).
@@ -37,7 +37,7 @@ from flwr.serverapp import Grid
 
 from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.messages.pfedrec import ITEM_IDS, ITEM_TABLE, ROWS
-from fedsim.messages.ranking import means_from_sums
+from fedsim.metrics.pooling import pooled_means
 from fedsim.models.pfedrec import initial_model
 from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
@@ -130,7 +130,7 @@ class PFedRec(PartitionedStrategy):
         return ArrayRecord({ITEM_TABLE: Array(self.trained_from)})
 
     def evaluation_metrics(self, replies: list[ClientReply | Sum]) -> dict[str, float]:
-        return means_from_sums(SumRule().total(replies).metrics)
+        return pooled_means(SumRule().total(replies).metrics)
 
 
 def apply_mean_change(table: np.ndarray, total: Sum) -> None:

@@ -12,7 +12,7 @@ from fedsim.centralized.bias_eval import bias_metrics
 from fedsim.centralized.bpr import BPRSampler
 from fedsim.methods.centralized import make_trainer
 from fedsim.centralized.representation import mmd2, uniformity
-from fedsim.centralized.trainer import pooled_means
+from fedsim.metrics.pooling import add, pooled_means
 from fedsim.data import load_dataset
 from fedsim.federation import load_federation
 from fedsim.metrics.popularity import (excluded_mask, popularity_rank_correlation, tail_share,
@@ -261,15 +261,15 @@ def test_bias_metrics_agree_with_the_base_evaluation_where_they_overlap(data_dir
     torch.manual_seed(0)
     model = trainer.build_model()
     with torch.no_grad():
-        metrics = pooled_means([trainer.evaluate(model)])
+        metrics = pooled_means(trainer.evaluate(model))
         scores = trainer.score(model, users).numpy()
-    base = pooled_means([super(type(trainer), trainer).evaluate_scores(torch.from_numpy(scores))])
+    base = pooled_means(super(type(trainer), trainer).evaluate_scores(torch.from_numpy(scores)))
     for name in ("hr@10_full", "ndcg@10_full", "hr@10_full_tail", "ndcg@10_full_head"):
         assert metrics[name] == pytest.approx(base[name], abs=1e-12), name
     # Pooled over two halves of the users = computed at once (the (sum, count) contract).
     halves = [bias_metrics(scores[part], data, users[part], 0.2)
               for part in np.array_split(np.arange(len(users)), 2)]
-    for name, value in pooled_means(halves).items():
+    for name, value in pooled_means(add(halves)).items():
         assert value == pytest.approx(metrics[name], abs=1e-12), name
     assert metrics["hr@20_full"] >= metrics["hr@10_full"]
     assert metrics["exposure_gap@20"] == pytest.approx(
@@ -310,7 +310,7 @@ def test_aurl_closes_the_tail_head_gap_that_bpr_mf_leaves_on_movielens(data_dir)
         trainer, model = _trained_on_movielens(*weights)
         with torch.no_grad():
             users, items = (F.normalize(table, dim=1) for table in model())
-            metrics = pooled_means([trainer.evaluate(model)])
+            metrics = pooled_means(trainer.evaluate(model))
         tail, inactive = trainer.tail_items, trainer.inactive_users
         results[name] = {"items": mmd2(items[tail], items[~tail]).item(),
                          "users": mmd2(users[inactive], users[~inactive]).item(),

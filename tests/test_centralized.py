@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from fedsim.app.client_app import _client
 from fedsim.app.private_store import SUFFIX, read_version
 from fedsim.methods.centralized import make_trainer
-from fedsim.centralized.trainer import pooled_means
+from fedsim.metrics.pooling import pooled_means
 from fedsim.federation import load_federation
 from fedsim.runner.checkpoint import load_checkpoint
 from fedsim.runner.experiment import run_on_grid
@@ -116,7 +116,7 @@ def test_single_client_flower_run_equals_the_plain_training_loop(data_dir, tmp_p
     model = trainer.build_model()
     model.load_state_dict(plain)
     with torch.no_grad():
-        plain_metrics = pooled_means([trainer.evaluate(model)])
+        plain_metrics = pooled_means(trainer.evaluate(model))
     last = records[-1]
     assert last["round"] == 3 and len(records) == 4 and "train_loss" in last
     for name, value in plain_metrics.items():

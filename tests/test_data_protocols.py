@@ -151,7 +151,7 @@ def test_unknown_protocol_is_named():
 def test_full_ranking_keeps_the_held_out_item_of_a_duplicated_pair():
     """fedrecgel keeps duplicates: if a held-out pair has another row, that row stays in
     training (the authors' leak). Full ranking then ranks the item instead of failing."""
-    from clients.ranking_eval import exclusions
+    from fedsim.metrics.leave_one_out import exclusions
 
     rows = [("u", 1, 1), ("u", 2, 2), ("u", 3, 3), ("u", 4, 4), ("u", 4, 5), ("v", 5, 1),
             ("v", 6, 2), ("v", 7, 3), ("v", 8, 4), ("v", 9, 5)]

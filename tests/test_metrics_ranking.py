@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 from sklearn.metrics import ndcg_score
 
+from fedsim.data import load_dataset
 from fedsim.metrics import hit_at_k, ndcg_at_k, rank_against_all, rank_against_sampled
+from fedsim.metrics.leave_one_out import evaluate_users
+from fedsim.metrics.pooling import add, pooled_means
 
 
 def test_sampled_hand_example():
@@ -83,3 +87,34 @@ def test_ndcg_matches_sklearn_for_one_relevant_item():
 def test_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+class _RandomScores:
+    """A model that scores local user rows with a fixed random matrix."""
+
+    def __init__(self, scores: torch.Tensor):
+        self.scores = scores
+
+    def score_all(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.scores[rows]
+
+    def score_candidates(self, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.scores[rows[:, None], items]
+
+
+def test_leave_one_out_sums_pool_over_clients_to_the_mean_over_all_users():
+    """The pooling convention: two clients' (sum, count) replies, added and divided, give the
+    metrics of all their users at once, for every split, protocol and head/tail group; a
+    mean computed per client and averaged would not (the halves differ in size)."""
+    data = load_dataset("synthetic-rec", protocol="clean")
+    users = np.arange(60)
+    scores = torch.from_numpy(np.random.default_rng(0).normal(size=(60, data.num_items)))
+    whole = evaluate_users(_RandomScores(scores), data, users, 0.2)
+    parts = [evaluate_users(_RandomScores(scores[part]), data, users[part], 0.2)
+             for part in (np.arange(0, 17), np.arange(17, 60))]
+    pooled, at_once = pooled_means(add(parts)), pooled_means(whole)
+    assert set(pooled) == set(at_once) and "val_ndcg@10_full_tail" in pooled
+    for name, value in at_once.items():
+        assert pooled[name] == pytest.approx(value, abs=1e-12), name
+    averaged = np.mean([pooled_means(p)["ndcg@10_full"] for p in parts])
+    assert averaged != pytest.approx(at_once["ndcg@10_full"], abs=1e-6)

@@ -9,7 +9,7 @@ import torch
 
 from clients import cohort
 from clients.pfedrec import PersonalScorer, PFedRecClient
-from clients.ranking_eval import per_user_metrics
+from fedsim.metrics.leave_one_out import per_user_metrics
 from fedsim.app.client_app import app as client_app
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS

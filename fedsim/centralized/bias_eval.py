@@ -12,7 +12,7 @@ validation items), with K in :data:`KS`:
 - ``pru``: mean per-user Spearman(popularity, score) (:mod:`fedsim.metrics.popularity`).
 
 Each metric ``name`` comes with ``name/n`` (its count), so clients pool exactly
-(:func:`fedsim.centralized.trainer.pooled_means`). Users are processed in blocks of
+(:mod:`fedsim.metrics.pooling`). Users are processed in blocks of
 :data:`BLOCK`, which bounds memory on large item sets.
 """
 
@@ -22,9 +22,10 @@ from collections import defaultdict
 
 import numpy as np
 
-from clients.ranking_eval import exclusions
 from fedsim.data import Interactions
 from fedsim.metrics import hit_at_k, ndcg_at_k, rank_against_all
+from fedsim.metrics.leave_one_out import exclusions
+from fedsim.metrics.pooling import count_of
 from fedsim.metrics.popularity import (excluded_mask, popularity_rank_correlation, tail_share,
                                        top_k_items)
 
@@ -74,5 +75,5 @@ def bias_metrics(scores: np.ndarray, data: Interactions, users: np.ndarray,
     pairs = {}
     for name, total in sums.items():
         pairs[name] = total
-        pairs[f"{name}/n"] = counts[name]
+        pairs[count_of(name)] = counts[name]
     return pairs

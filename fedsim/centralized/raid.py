@@ -47,6 +47,7 @@ from fedsim.centralized.trainer import Trainer
 from fedsim.centralized.transport import alignment_targets
 from fedsim.data import Interactions
 from fedsim.metrics.attribute_inference import attack
+from fedsim.metrics.pooling import count_of
 from fedsim.models.mf import MF
 from fedsim.spec import SpecError
 
@@ -148,5 +149,5 @@ class RAIDTrainer(Trainer):
         scores = attack(released, self.classes, seeds=self.spec["raid.attack_seeds"])
         for name, value in scores.items():
             metrics[f"attack_{name}"] = value
-            metrics[f"attack_{name}/n"] = 1.0
+            metrics[count_of(f"attack_{name}")] = 1.0
         return metrics

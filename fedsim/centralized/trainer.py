@@ -7,9 +7,8 @@ from typing import Any, Mapping
 import numpy as np
 import torch
 
-from clients.ranking_eval import evaluate_users
 from fedsim.data import Interactions
-from fedsim.messages.ranking import count_key, means_from_sums
+from fedsim.metrics.leave_one_out import evaluate_users
 
 
 class Trainer:
@@ -84,9 +83,9 @@ class Trainer:
     def evaluate(self, model: torch.nn.Module) -> dict[str, float]:
         """Metrics of this client's users as (sum, count) pairs: ``name`` and ``name/n``.
 
-        Pairs pool exactly over clients (:func:`pooled_means`). The base gives the leave-one-out
-        HR/NDCG@10, sampled and full ranking, overall/head/tail, test and validation
-        (:func:`clients.ranking_eval.evaluate_users`).
+        Pairs pool exactly over clients (:mod:`fedsim.metrics.pooling`). The base gives the
+        leave-one-out HR/NDCG@10, sampled and full ranking, overall/head/tail, test and
+        validation (:func:`fedsim.metrics.leave_one_out.evaluate_users`).
         """
         return self.evaluate_scores(self.score(model, self.users),
                                     self.score_validation(model, self.users))
@@ -95,14 +94,9 @@ class Trainer:
                         val_scores: torch.Tensor | None = None) -> dict[str, float]:
         """:meth:`evaluate` from the users' scores, computed once: a subclass adding metrics
         extends this and reuses them. ``val_scores``: see :meth:`score_validation`."""
-        sums = evaluate_users(_Scores(scores), self.data, self.users,
+        return evaluate_users(_Scores(scores), self.data, self.users,
                               self.spec["data.head_fraction"],
                               val_model=None if val_scores is None else _Scores(val_scores))
-        metrics: dict[str, float] = {}
-        for name in means_from_sums(sums):  # the metric names, not the counts
-            metrics[name] = sums[name]
-            metrics[f"{name}/n"] = sums[count_key(name)]
-        return metrics
 
 
 class _Scores:
@@ -117,12 +111,3 @@ class _Scores:
     def score_candidates(self, local_rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return self.scores[local_rows[:, None], items]
 
-
-def pooled_means(replies: list[Mapping[str, float]]) -> dict[str, float]:
-    """Pooled mean of every ``name``/``name/n`` pair over the clients' evaluation replies."""
-    sums: dict[str, float] = {}
-    for reply in replies:
-        for name, value in reply.items():
-            sums[name] = sums.get(name, 0.0) + float(value)
-    return {name: (total / sums[f"{name}/n"] if sums[f"{name}/n"] else float("nan"))
-            for name, total in sums.items() if f"{name}/n" in sums}

@@ -94,7 +94,7 @@ class SplitProtocol:
       latest timestamp gets rank 1 (test), the next rank 2 (validation).
 
     Every protocol ranks a held-out item pessimistically against its sampled negatives: a
-    negative scoring the same counts as ranked above it (clients/ranking_eval.py counts the
+    negative scoring the same counts as ranked above it (fedsim/metrics/leave_one_out.py counts the
     negatives scoring >= the item), which is what the PFedRec and FedRecGEL authors' pandas
     ``rank(method="first")`` over negatives listed before the positive does.
     """

@@ -1,13 +1,16 @@
-"""Client-side ranking evaluation of a recommendation model on the client's own users.
+"""Leave-one-out ranking evaluation of a recommendation model on a client's own users.
 
 Each client ranks its users' held-out items (test, and validation when present) two ways:
 - sampled: against the 99 fixed negatives (the FedRecGEL authors' protocol);
 - full: against every item the user has not interacted with (training items and the other
   held-out item excluded).
-It returns *sums and counts* rather than means, so the server's pooled mean over all users is
-exact whatever the client sizes. Head/tail is decided by the held-out item (head = top
-``head_fraction`` of items by training count). The names of the sums and counts, and how the
-server pools them: :mod:`fedsim.messages.ranking`.
+It returns *sums and counts* rather than means (:mod:`fedsim.metrics.pooling`), so the
+server's pooled mean over all users is exact whatever the client sizes. Head/tail is decided by
+the held-out item (head = top ``head_fraction`` of items by training count).
+
+Names: "<split><metric>@<K><protocol><group>" (e.g. "val_ndcg@10_full_tail") with split "" (test)
+or "val_", protocol "" (sampled negatives) or "_full", group "", "_head" or "_tail"; each with
+its count of users, "<name>/n".
 """
 
 from __future__ import annotations
@@ -18,14 +21,18 @@ import numpy as np
 import torch
 
 from fedsim.data import Interactions
-from fedsim.messages.ranking import GROUPS, K, VALIDATION, count_name
-from fedsim.metrics import hit_at_k, ndcg_at_k, rank_against_all, rank_against_sampled
+from fedsim.metrics.pooling import count_of
+from fedsim.metrics.ranking import hit_at_k, ndcg_at_k, rank_against_all, rank_against_sampled
+
+K = 10
+VALIDATION = "val_"
+GROUPS = ("", "_head", "_tail")
 
 
 def evaluate_users(model: torch.nn.Module, data: Interactions, users: np.ndarray,
                    head_fraction: float, full: bool = True,
                    val_model: torch.nn.Module | None = None) -> dict[str, float]:
-    """Metric sums ("hr@10", "val_ndcg@10_full_tail", ...) and counts ("n", "val_n_tail", ...).
+    """Metric sums ("hr@10", "val_ndcg@10_full_tail", ...) and their user counts ("hr@10/n").
 
     ``full = False`` leaves out the full-ranking metrics, whose cost grows with the number of
     items (the sampled ones score 100 candidates per user). ``val_model``: see
@@ -50,7 +57,7 @@ def per_user_metrics(model: torch.nn.Module, data: Interactions, users: np.ndarr
                      head_fraction: float, full: bool,
                      val_model: torch.nn.Module | None = None) -> dict[str, np.ndarray]:
     """Per user (float arrays in the order of ``users``): hit and NDCG of every split, protocol
-    and group, and 0/1 membership counts. ``model`` scores local rows 0..len(users)-1.
+    and group, each with its 0/1 membership count ("<name>/n"). ``model`` scores local rows 0..len(users)-1.
 
     ``val_model`` scores the validation split when its scores differ from the test split's (a
     sequential model reads the validation item before the test item, not before itself);
@@ -76,10 +83,12 @@ def per_user_metrics(model: torch.nn.Module, data: Interactions, users: np.ndarr
                                               *exclusions(data, users, held_out, other))
         masks = (np.ones(len(users), bool), head[positives], ~head[positives])
         for group, mask in zip(GROUPS, masks):
-            metrics[count_name(prefix, group)] = mask.astype(np.float64)
+            count = mask.astype(np.float64)
             for protocol, r in ranks.items():
-                metrics[f"{prefix}hr@{K}{protocol}{group}"] = hit_at_k(r, K) * mask
-                metrics[f"{prefix}ndcg@{K}{protocol}{group}"] = ndcg_at_k(r, K) * mask
+                for name, values in ((f"{prefix}hr@{K}{protocol}{group}", hit_at_k(r, K)),
+                                     (f"{prefix}ndcg@{K}{protocol}{group}", ndcg_at_k(r, K))):
+                    metrics[name] = values * mask
+                    metrics[count_of(name)] = count
     return metrics
 
 
