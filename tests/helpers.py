@@ -33,6 +33,18 @@ def run_fake(overrides: dict, grid: FakeGrid | None = None):
     return strategy, history, grid
 
 
+def fail_training(monkeypatch, client_class: type, partition: int) -> None:
+    """Make `partition`'s training under `client_class` raise (the others train as usual)."""
+    original = client_class.train
+
+    def flaky(self, shared, own, state, server_round):
+        if self.partition_id == partition:
+            raise RuntimeError("injected failure")
+        return original(self, shared, own, state, server_round)
+
+    monkeypatch.setattr(client_class, "train", flaky)
+
+
 def private_arrays(strategy) -> dict[int, dict[str, np.ndarray]]:
     """The newest private state each client of the run saved (partition -> arrays)."""
     spec = json.loads(strategy.message_config["spec"])

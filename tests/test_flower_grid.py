@@ -26,6 +26,7 @@ from fedsim.models import make_classifier
 from fedsim.spec import resolve
 from strategies.fedavg import FedAvg
 from tests.fake_grid import FakeGrid
+from tests.helpers import fail_training
 
 CLIENTS, NODES = 20, 3
 SPEC = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
@@ -138,14 +139,7 @@ def test_flowers_fedadam_takes_its_adaptive_server_step_on_the_clients_mean(setu
 
 def test_failed_clients_come_back_as_error_replies_and_are_counted(setup, monkeypatch):
     _, message_config, initial = setup
-    original = FedAvgClient.train
-
-    def flaky(self, shared, own, state, server_round):
-        if self.partition_id == 4:
-            raise RuntimeError("injected failure")
-        return original(self, shared, own, state, server_round)
-
-    monkeypatch.setattr(FedAvgClient, "train", flaky)
+    fail_training(monkeypatch, FedAvgClient, 4)
     grid = logical_grid(message_config)
     content = RecordDict({"arrays": initial, "config": ConfigRecord({"server-round": 1})})
     instructions = [Message(content, dst_node_id=node, message_type=MessageType.TRAIN)

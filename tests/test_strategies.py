@@ -17,7 +17,7 @@ from fedsim.spec import resolve
 from strategies.fedavg import FedAvg
 from strategies.fedncf import mean_sparse_gradient
 from tests.fake_grid import FakeGrid
-from tests.helpers import private_arrays, run_fake
+from tests.helpers import fail_training, private_arrays, run_fake
 
 REC = {"dataset": "synthetic-rec", "rounds": 2, "fraction": 0.05, "eval_every": 2}
 TAB = {"dataset": "synthetic-tabular", "method": "fedavg", "model": "logreg",
@@ -148,14 +148,7 @@ def test_fedavg_reports_accuracy_and_fairness_gaps():
 def test_a_failing_client_is_counted_and_the_round_goes_on(monkeypatch):
     from clients.fedavg import FedAvgClient
 
-    original = FedAvgClient.train
-
-    def flaky(self, shared, own, state, server_round):
-        if self.partition_id == 1:
-            raise RuntimeError("injected failure")
-        return original(self, shared, own, state, server_round)
-
-    monkeypatch.setattr(FedAvgClient, "train", flaky)
+    fail_training(monkeypatch, FedAvgClient, 1)
     _, history, _ = run_fake({**TAB, "nodes": 2})
     assert [r["failures"] for r in history] == [0, 1, 1, 1]
     assert history[-1]["accuracy"] > 0.7
