@@ -177,6 +177,12 @@ class PartitionedStrategy(Strategy):
         """Why a client's reply to the current phase is malformed, or None if it is fine."""
         return None
 
+    @property
+    def phase(self) -> str:
+        """The message type of the instructions whose replies are being read (what a
+        ``check_reply`` or ``sum_rule`` of a subclass asks); "" when none is outstanding."""
+        return self._phase
+
     def client_settings(self) -> dict[str, bool | int | float | str]:
         """Spec keys (docs/spec.md) whose value this strategy decides and its clients read, e.g.
         {"fedfact.variant": "gl"}: sent in every message's config, over the spec's. None here."""

@@ -111,7 +111,7 @@ class FairFed(FedAvg):
 
     def check_reply(self, reply: ClientReply) -> str | None:
         problem = super().check_reply(reply)
-        if problem is not None or self._phase != MessageType.TRAIN:
+        if problem is not None or self.phase != MessageType.TRAIN:
             return problem
         counts = reply.arrays.get(FAIRNESS_COUNTS)
         if counts is None or counts.ndim != 3 or counts.shape[1] != counts.shape[2]:

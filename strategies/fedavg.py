@@ -58,7 +58,7 @@ class FedAvg(PartitionedStrategy):
 
     def check_reply(self, reply: ClientReply) -> str | None:
         """A trained model must have the global model's arrays, shapes and dtypes."""
-        if self._phase != MessageType.TRAIN:
+        if self.phase != MessageType.TRAIN:
             return None
         got = {k: (tuple(v.shape), str(v.dtype)) for k, v in reply.arrays.items()
                if k not in self.extra_reply_arrays}

@@ -145,7 +145,7 @@ class FedFACTPost(FedFACTStrategy):
     def check_reply(self, reply: ClientReply) -> str | None:
         """Pre-training: FedAvg's rule; dual stage: a λ gradient shaped like λ (no arrays at all
         for variant "l", whose clients only step their private μ_k)."""
-        if self.pooled is None or self._phase != MessageType.TRAIN:
+        if self.pooled is None or self.phase != MessageType.TRAIN:
             return super().check_reply(reply)
         if "g" not in self.variant:
             return None if not reply.arrays else f"unexpected arrays {sorted(reply.arrays)}"

@@ -132,7 +132,7 @@ class FedNCF(PartitionedStrategy):
     def check_reply(self, reply: ClientReply) -> str | None:
         """Row requests: unique int64 item ids of the catalogue. Uploads: exactly the rows sent,
         and a float32 gradient of the right shape for every shared parameter."""
-        if self._phase == MessageType.EVALUATE:
+        if self.phase == MessageType.EVALUATE:
             return None
         ids = reply.arrays.get(ITEM_IDS)
         num_items = len(self.params[self.item_tables[0]])
@@ -142,7 +142,7 @@ class FedNCF(PartitionedStrategy):
             return f"item ids outside [0, {num_items})"
         if np.unique(ids).size != ids.size:
             return "repeated item ids"
-        if self._phase == ROWS:
+        if self.phase == ROWS:
             return None
         # The node-side check of a summed upload, against what this client was sent.
         tables = {k: v.numpy() for k, v in self.params.items()}

@@ -90,14 +90,14 @@ class PFedRec(PartitionedStrategy):
     def check_reply(self, reply: ClientReply) -> str | None:
         """Row requests: sorted unique int64 item ids of the catalogue. Uploads: exactly the
         rows sent, a float32 change of each."""
-        if self._phase == MessageType.EVALUATE:
+        if self.phase == MessageType.EVALUATE:
             return None
         ids = reply.arrays.get(ITEM_IDS)
         if ids is None or ids.dtype != np.int64 or ids.ndim != 1:
             return "item_ids missing or not a 1-d int64 array"
         if ids.size and (ids[0] < 0 or ids[-1] >= len(self.table) or np.any(np.diff(ids) <= 0)):
             return f"item ids not sorted, unique and inside [0, {len(self.table)})"
-        if self._phase == ROWS:
+        if self.phase == ROWS:
             return None
         return UPLOAD.layout_problem(reply.arrays, {ITEM_TABLE: self.table},
                                      {ITEM_IDS: self._sent.get(reply.partition)})
