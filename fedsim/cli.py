@@ -135,7 +135,12 @@ def report(summary: dict, out: Path) -> str:
     if summary["final_round"] is not None:
         lines.append(f"  final (round {summary['final_round']}, the last evaluated): "
                      f"{describe(summary['final'])}")
-    for name in ("best_val_full", "best_val", "best_test"):
+    # best_val_later (the PFedRec authors' tie rule) only where it picks another round.
+    later, first = summary.get("best_val_later"), summary["best_val"]
+    shown = ("best_val_full", "best_val",
+             *(("best_val_later",) if later and later["round"] != first["round"] else ()),
+             "best_test")
+    for name in shown:
         if chosen := summary[name]:
             lines.append(f"  {name} (round {chosen['round']}, {chosen['rule']}): "
                          f"{describe(chosen['metrics'])}")

@@ -3,6 +3,8 @@ authors' engine.py, the round sample, evaluation with each client's own rows (ex
 ranking under partial participation), privacy of the score function and personal rows over a
 fake-grid run, and the authors' round-selection rule."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from clients import cohort
 from clients.pfedrec import PersonalScorer, PFedRecClient
 from fedsim.metrics.leave_one_out import per_user_metrics
 from fedsim.app.client_app import app as client_app
+from fedsim.cli import report
 from fedsim.federation import load_federation
 from fedsim.methods import METHODS
 from fedsim.models.pfedrec import initial_model
@@ -353,3 +356,8 @@ def test_summary_selects_the_authors_round():
     assert summary["best_val"]["round"] == 2
     assert summary["best_val_later"]["round"] == 3
     assert summary["best_val_later"]["metrics"]["hr@10"] == 0.2
+    # `fedsim run` prints it, with its round and rule, where it picks another round.
+    printed = report(summary, Path("out"))
+    assert "best_val_later (round 3, highest val_hr@10" in printed and "later" in printed
+    summary["best_val_later"] = summary["best_val"]
+    assert "best_val_later" not in report(summary, Path("out"))
