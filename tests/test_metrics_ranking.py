@@ -9,7 +9,7 @@ from sklearn.metrics import ndcg_score
 
 from fedsim.data import load_dataset
 from fedsim.metrics import hit_at_k, ndcg_at_k, rank_against_all, rank_against_sampled
-from fedsim.metrics.leave_one_out import evaluate_users
+from fedsim.metrics.leave_one_out import ScoreMatrix, evaluate_users
 from fedsim.metrics.pooling import add, pooled_means
 
 
@@ -89,19 +89,6 @@ def test_errors(call, message):
         call()
 
 
-class _RandomScores:
-    """A model that scores local user rows with a fixed random matrix."""
-
-    def __init__(self, scores: torch.Tensor):
-        self.scores = scores
-
-    def score_all(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.scores[rows]
-
-    def score_candidates(self, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.scores[rows[:, None], items]
-
-
 def test_leave_one_out_sums_pool_over_clients_to_the_mean_over_all_users():
     """The pooling convention: two clients' (sum, count) replies, added and divided, give the
     metrics of all their users at once, for every split, protocol and head/tail group; a
@@ -109,8 +96,8 @@ def test_leave_one_out_sums_pool_over_clients_to_the_mean_over_all_users():
     data = load_dataset("synthetic-rec", protocol="clean")
     users = np.arange(60)
     scores = torch.from_numpy(np.random.default_rng(0).normal(size=(60, data.num_items)))
-    whole = evaluate_users(_RandomScores(scores), data, users, 0.2)
-    parts = [evaluate_users(_RandomScores(scores[part]), data, users[part], 0.2)
+    whole = evaluate_users(ScoreMatrix(scores), data, users, 0.2)
+    parts = [evaluate_users(ScoreMatrix(scores[part]), data, users[part], 0.2)
              for part in (np.arange(0, 17), np.arange(17, 60))]
     pooled, at_once = pooled_means(add(parts)), pooled_means(whole)
     assert set(pooled) == set(at_once) and "val_ndcg@10_full_tail" in pooled

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 
 from fedsim.data import Interactions
-from fedsim.metrics.leave_one_out import evaluate_users
+from fedsim.metrics.leave_one_out import ScoreMatrix, evaluate_users
 
 
 class Trainer:
@@ -94,20 +94,7 @@ class Trainer:
                         val_scores: torch.Tensor | None = None) -> dict[str, float]:
         """:meth:`evaluate` from the users' scores, computed once: a subclass adding metrics
         extends this and reuses them. ``val_scores``: see :meth:`score_validation`."""
-        return evaluate_users(_Scores(scores), self.data, self.users,
+        return evaluate_users(ScoreMatrix(scores), self.data, self.users,
                               self.spec["data.head_fraction"],
-                              val_model=None if val_scores is None else _Scores(val_scores))
-
-
-class _Scores:
-    """Adapter: evaluate_users asks a model for the scores of its local user rows."""
-
-    def __init__(self, scores: torch.Tensor):
-        self.scores = scores
-
-    def score_all(self, local_rows: torch.Tensor) -> torch.Tensor:
-        return self.scores[local_rows]
-
-    def score_candidates(self, local_rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        return self.scores[local_rows[:, None], items]
+                              val_model=None if val_scores is None else ScoreMatrix(val_scores))
 

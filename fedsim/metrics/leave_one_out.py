@@ -29,6 +29,20 @@ VALIDATION = "val_"
 GROUPS = ("", "_head", "_tail")
 
 
+class ScoreMatrix:
+    """A model given as its scores: row r of `scores` holds local user r's score of every item
+    (a centralized trainer scores all its users at once, then evaluates them)."""
+
+    def __init__(self, scores: torch.Tensor):
+        self.scores = scores
+
+    def score_all(self, local_rows: torch.Tensor) -> torch.Tensor:
+        return self.scores[local_rows]
+
+    def score_candidates(self, local_rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        return self.scores[local_rows[:, None], items]
+
+
 def evaluate_users(model: torch.nn.Module, data: Interactions, users: np.ndarray,
                    head_fraction: float, full: bool = True,
                    val_model: torch.nn.Module | None = None) -> dict[str, float]:
