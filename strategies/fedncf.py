@@ -46,7 +46,7 @@ from flwr.serverapp import Grid
 
 from fedsim.messages.common import NUM_EXAMPLES, TRAIN_LOSS
 from fedsim.messages.fedncf import ITEM_IDS, ROWS
-from fedsim.metrics.pooling import pooled_means
+from fedsim.metrics.pooling import add, pooled_means
 from fedsim.models import NeuMF, Recommender
 from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
@@ -134,16 +134,10 @@ class FedNCF(PartitionedStrategy):
         and a float32 gradient of the right shape for every shared parameter."""
         if self.phase == MessageType.EVALUATE:
             return None
-        ids = reply.arrays.get(ITEM_IDS)
-        num_items = len(self.params[self.item_tables[0]])
-        if ids is None or ids.dtype != np.int64 or ids.ndim != 1:
-            return "item_ids missing or not a 1-d int64 array"
-        if ids.size and (ids.min() < 0 or ids.max() >= num_items):
-            return f"item ids outside [0, {num_items})"
-        if np.unique(ids).size != ids.size:
-            return "repeated item ids"
-        if self.phase == ROWS:
-            return None
+        problem = item_ids_problem(reply.arrays.get(ITEM_IDS),
+                                   len(self.params[self.item_tables[0]]))
+        if problem is not None or self.phase == ROWS:
+            return problem
         # The node-side check of a summed upload, against what this client was sent.
         tables = {k: v.numpy() for k, v in self.params.items()}
         return self.sum_rule(MessageType.TRAIN).layout_problem(
@@ -183,11 +177,7 @@ class FedNCF(PartitionedStrategy):
 
     # --- evaluation ------------------------------------------------------------------------------
     def evaluation_metrics(self, replies: list[ClientReply | Sum]) -> dict[str, float]:
-        sums: dict[str, float] = {}
-        for reply in replies:
-            for name, value in reply.metrics.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-        return pooled_means(sums)
+        return pooled_means(add(reply.metrics for reply in replies))
 
     # --- checkpointing ---------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -263,3 +253,15 @@ def per_item_mean_gradient(params: dict[str, torch.Tensor], uploads: list[dict[s
                            item_tables: Sequence[str]) -> dict[str, torch.Tensor]:
     """:func:`per_item_mean_of` the uploads' sum."""
     return per_item_mean_of(params, sum_of_uploads(params, uploads, item_tables), item_tables)
+
+
+def item_ids_problem(ids: np.ndarray | None, num_items: int) -> str | None:
+    """Why a reply's "item_ids" (a row request, or the rows of an upload) is malformed, or None:
+    a 1-d int64 array of unique item ids of the catalogue."""
+    if ids is None or ids.dtype != np.int64 or ids.ndim != 1:
+        return "item_ids missing or not a 1-d int64 array"
+    if ids.size and (ids.min() < 0 or ids.max() >= num_items):
+        return f"item ids outside [0, {num_items})"
+    if np.unique(ids).size != ids.size:
+        return "repeated item ids"
+    return None

@@ -42,6 +42,7 @@ from fedsim.models.pfedrec import initial_model
 from fedsim.node_sums import Sum, SumRule
 from fedsim.protocol import ClientReply
 from strategies.base import PartitionedStrategy
+from strategies.fedncf import item_ids_problem
 
 UPLOAD = SumRule(rows=ITEM_IDS, row_arrays=(ITEM_TABLE,))
 
@@ -93,12 +94,11 @@ class PFedRec(PartitionedStrategy):
         if self.phase == MessageType.EVALUATE:
             return None
         ids = reply.arrays.get(ITEM_IDS)
-        if ids is None or ids.dtype != np.int64 or ids.ndim != 1:
-            return "item_ids missing or not a 1-d int64 array"
-        if ids.size and (ids[0] < 0 or ids[-1] >= len(self.table) or np.any(np.diff(ids) <= 0)):
-            return f"item ids not sorted, unique and inside [0, {len(self.table)})"
-        if self.phase == ROWS:
-            return None
+        problem = item_ids_problem(ids, len(self.table))
+        if problem is None and np.any(np.diff(ids) < 0):
+            problem = "item ids not sorted"
+        if problem is not None or self.phase == ROWS:
+            return problem
         return UPLOAD.layout_problem(reply.arrays, {ITEM_TABLE: self.table},
                                      {ITEM_IDS: self._sent.get(reply.partition)})
 
