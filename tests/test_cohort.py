@@ -44,11 +44,11 @@ def _messages(spec, partitions, server_round, full):
 
 @pytest.mark.parametrize("case", list(BATCHING))
 @pytest.mark.slow
-def test_cohort_round_equals_the_clients_one_by_one_on_filmtrust(case):
+def test_cohort_round_equals_the_clients_one_by_one_on_filmtrust(case, data_dir):
     """Two rounds (the second uses the Adam state of the first) of 24 FilmTrust clients of each
     batching class: uploads, losses and private state agree to float tolerance."""
     overrides, cls = BATCHING[case]
-    spec = resolve(overrides)
+    spec = resolve({**overrides, "data_dir": str(data_dir)})
     federation = load_federation(spec)
     method = METHODS[spec["method"]]
     full = {k: v.numpy() for k, v in method.initial_arrays(spec, federation).items()}
@@ -80,9 +80,9 @@ def test_cohort_round_equals_the_clients_one_by_one_on_filmtrust(case):
 
 
 @pytest.mark.parametrize("case", ["fedncf", "fedrecgel"])
-def test_cohort_evaluation_equals_the_clients_one_by_one(case):
+def test_cohort_evaluation_equals_the_clients_one_by_one(case, data_dir):
     overrides, cls = BATCHING[case]
-    spec = resolve({**overrides, "eval_full_every": 1})
+    spec = resolve({**overrides, "eval_full_every": 1, "data_dir": str(data_dir)})
     federation = load_federation(spec)
     method = METHODS[spec["method"]]
     shared = {k: v.numpy() for k, v in method.initial_arrays(spec, federation).items()}
