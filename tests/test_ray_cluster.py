@@ -9,6 +9,7 @@ names the address explicitly. It is stopped by process group: `ray stop` would s
 process on the machine, other people's clusters included.
 """
 
+import contextlib
 import shutil
 import subprocess
 import tempfile
@@ -23,10 +24,10 @@ from fedsim.spec import resolve
 from tests.processes import free_port, stop_groups
 
 
-@pytest.fixture
-def ray_cluster():
-    """Address of a fresh two-node local Ray cluster (head + one worker node, 1 CPU each)."""
-    temp = tempfile.mkdtemp(prefix="fedsim-ray-")  # short: Ray's socket paths must fit 107 bytes
+@contextlib.contextmanager
+def local_cluster(temp: str, workers: int):
+    """A local Ray cluster (a head and `workers` worker nodes, 1 CPU each) keeping its files,
+    and the address file ``ray start`` writes, in `temp`; yields its address."""
     groups: list[int] = []
 
     def ray_start(*args: str) -> None:
@@ -44,13 +45,24 @@ def ray_cluster():
         ray_start("--head", "--port", str(free_port()), "--include-dashboard", "false",
                   "--ray-client-server-port", str(free_port()))
         address = Path(temp, "ray_current_cluster").read_text().strip()
-        ray_start("--address", address)
-        wait_for_nodes(address, 2)
+        for _ in range(workers):
+            ray_start("--address", address)
+        wait_for_nodes(address, 1 + workers)
         yield address
     finally:
         left = stop_groups(groups, grace=2.0)  # a test cluster has nothing to save
-        shutil.rmtree(temp, ignore_errors=True)
         assert not left, f"Ray processes {left} outlived the test"
+
+
+@pytest.fixture
+def ray_cluster():
+    """Address of a fresh two-node local Ray cluster (head + one worker node, 1 CPU each)."""
+    temp = tempfile.mkdtemp(prefix="fedsim-ray-")  # short: Ray's socket paths must fit 107 bytes
+    try:
+        with local_cluster(temp, workers=1) as address:
+            yield address
+    finally:
+        shutil.rmtree(temp, ignore_errors=True)
 
 
 def wait_for_nodes(address: str, count: int, timeout: float = 60.0) -> None:
@@ -77,7 +89,8 @@ def test_ray_address_from_the_cli_or_the_environment_attaches_without_num_cpus(m
     assert backend_config(resolve({}))["init_args"]["address"] == "10.0.0.2:6379"
     assert backend_config(spec)["init_args"]["address"] == "10.0.0.1:6379"  # the spec wins
     monkeypatch.delenv("RAY_ADDRESS")
-    assert "address" not in backend_config(resolve({}))["init_args"]
+    # No address: a new local instance ("local"), never a cluster Ray would find by itself.
+    assert backend_config(resolve({}))["init_args"]["address"] == "local"
 
 
 @pytest.mark.slow
@@ -90,3 +103,24 @@ def test_simulation_on_a_two_node_ray_cluster_uses_both_nodes(ray_cluster, tmp_p
     assert summary["final"]["hr@10"] > 0 and summary["failures"] == 0
     # 4 messages per phase, 2 actors pulling them: each phase keeps both nodes busy.
     assert max(r["ray_nodes"] for r in records) == 2, records
+
+
+@pytest.mark.slow
+def test_without_an_address_a_run_starts_its_own_ray_even_beside_a_local_cluster(monkeypatch,
+                                                                                 tmp_path):
+    """A cluster started with `ray start --head` records its address where a plain
+    ``ray.init()`` looks (RAY_TMPDIR/ray, /tmp/ray by default) and ``ray.init()`` attaches to it,
+    where Ray refuses the num_cpus a local start passes: the run crashed ("When connecting to an
+    existing cluster, num_cpus and num_gpus must not be provided"). A run without ray.address
+    must start its own instance and leave that cluster alone."""
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    base = tempfile.mkdtemp(prefix="fedsim-rt-")
+    try:
+        with local_cluster(str(Path(base, "ray")), workers=0):
+            monkeypatch.setenv("RAY_TMPDIR", base)  # where ray.init() finds that cluster
+            spec = resolve({"dataset": "synthetic-rec", "data.synthetic_users": 50, "rounds": 1,
+                            "fraction": 0.2, "nodes": 2})
+            summary, _ = simulate(spec, out_dir=tmp_path)
+            assert summary["trained_rounds"] == 1 and summary["failures"] == 0
+    finally:
+        shutil.rmtree(base, ignore_errors=True)

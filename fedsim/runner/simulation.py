@@ -13,8 +13,9 @@ or flwr run"), so ``fedsim run`` keeps the in-process ``run_simulation`` and dro
 notice from Flower's log (:class:`_RunSimulationNotice`); every other Flower warning still shows.
 
 Ray: with ``ray.address`` (or RAY_ADDRESS) set, Flower's backend attaches to that cluster and
-resource totals come from the cluster (Ray refuses num_cpus when attaching); otherwise a local
-Ray instance is started with all CPUs of this machine and one actor per ``ray.client_cpus``.
+resource totals come from the cluster (Ray refuses num_cpus when attaching); otherwise a new
+local Ray instance is started with all CPUs of this machine and one actor per
+``ray.client_cpus``, even if a cluster started with ``ray start`` runs on the machine.
 """
 
 from __future__ import annotations
@@ -48,7 +49,10 @@ def backend_config(spec: Mapping[str, Any]) -> dict[str, Any]:
     if address:
         init_args["address"] = address
     else:
-        init_args["num_cpus"] = os.cpu_count() or 1
+        # "local": a new instance even where `ray start` left a cluster's address for a plain
+        # ray.init() to find (RAY_TMPDIR/ray, /tmp/ray by default): attaching to it by accident
+        # crashed the run, as Ray refuses num_cpus when attaching.
+        init_args.update(address="local", num_cpus=os.cpu_count() or 1)
     return {"client_resources": {"num_cpus": spec["ray.client_cpus"], "num_gpus": 0.0},
             "init_args": init_args}
 
