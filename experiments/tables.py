@@ -172,7 +172,9 @@ FEDREC_PAPER_COLUMNS = ["fedrecgel/best_test:hr@10", "fedrecgel/best_test:ndcg@1
                         "fedrecgel/last10_test:hr@10", "fedrecgel/last10_test:ndcg@10"]
 FEDREC_CLEAN_COLUMNS = ["clean/best_val_full:hr@10_full", "clean/best_val_full:ndcg@10_full",
                         "clean/best_val_full:hr@10_full_tail", "clean/best_val_full:round"]
-FEDREC_COLUMNS = [*FEDREC_PAPER_COLUMNS[:2], *FEDREC_PAPER_COLUMNS[3:], *FEDREC_CLEAN_COLUMNS[:3]]
+# The radius sweep (one seed) shows both protocols, without the rounds.
+FEDREC_COLUMNS = [column for column in FEDREC_PAPER_COLUMNS + FEDREC_CLEAN_COLUMNS
+                  if not column.endswith(":round")]
 
 def _eisam_rows() -> list[Row]:
     """SASRec and EISAM (E1, E2) on MovieLens-100K, single client (experiments/centralized)."""
