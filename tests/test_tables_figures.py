@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -149,3 +151,21 @@ def test_a_table_of_ones_own_run_folders_and_specs(tmp_path, capsys):
     assert "| my-run | 0.8100 | 0.0200 |" in out and "| mine | not run | not run |" in out
     with __import__("pytest").raises(SystemExit):
         tables.main(["--rows", str(tmp_path / "nothing"), "--columns", "accuracy"])
+
+
+@pytest.mark.parametrize("dataset", list(tables.RECOMMENDATION_SETS))
+def test_each_fedrecgel_dataset_has_a_paper_table_and_a_clean_table_of_the_same_rows(dataset):
+    """The paper table reads only the authors'-split runs (the best round on test, sampled) and
+    the clean one only the clean runs (the best validation round, full ranking), so each can be
+    written as soon as its own runs are complete."""
+    name = f"fedrecgel-{dataset.replace('_', '-')}"
+    paper, clean = tables.TABLES[name], tables.TABLES[f"{name}-clean"]
+    assert [r.label for r in paper.rows] == [r.label for r in clean.rows]
+    assert {c.split("/")[0] for c in paper.columns} == {"fedrecgel"}
+    assert {c.split("/")[0] for c in clean.columns} == {"clean"}
+    assert {c.split("/")[1].split(":")[0] for c in paper.columns} == {"best_test", "last10_test"}
+    assert {c.split("/")[1].split(":")[0] for c in clean.columns} == {"best_val_full"}
+    for row in paper.rows:
+        for table, protocol in ((paper, "fedrecgel"), (clean, "clean")):
+            spec, _ = tables.run_dir(tables.column_run(row, table.columns[0])[0], 0, Path("runs"))
+            assert spec["data.protocol"] == protocol, (row.label, table.title)
