@@ -55,7 +55,7 @@ def flops(spec: dict) -> dict[str, float]:
     federation = load_federation(spec)
     forward, scored = neumf_pair_flops(spec)
     strategy = METHODS[spec["method"]].build(spec, federation, {"run_id": "flops"})
-    client_cls = METHODS[spec["method"]].client
+    client_cls = METHODS[spec["method"]].client_class()
     samples = sum(len(client_cls(spec, p).round_sample(1)[2]) for p in strategy.sample(1))
     passes = 1 + sum(spec.get(f"fedrecgel.{k}", 0) > 0 for k in ("rho_sh", "rho_ns")
                      if spec["method"] == "fedrecgel")
