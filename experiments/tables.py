@@ -347,15 +347,21 @@ TABLES = {
         columns=["accuracy", "dp_global", "dp_global_floor", "dp_local_max", "dp_local_max_floor"],
     ),
 }
-for stem, label in RECOMMENDATION_SETS.items():
-    name = f"fedrecgel-{stem.replace('_', '-')}"
-    TABLES[name] = Table(title=f"{label}: FedRecGEL and baselines, paper protocol (the authors' "
-                               "split, best round on test, sampled ranking)",
-                         rows=_fedrecgel_rows(stem), columns=FEDREC_PAPER_COLUMNS)
-    TABLES[f"{name}-clean"] = Table(title=f"{label}: FedRecGEL and baselines, clean protocol "
-                                          "(validation item, best validation round, full "
-                                          "ranking)",
-                                    rows=_fedrecgel_rows(stem), columns=FEDREC_CLEAN_COLUMNS)
+
+
+def _fedrecgel_tables(stem: str, label: str) -> dict[str, Table]:
+    """One dataset's paper-protocol table and clean-protocol table, of the same rows."""
+    name, rows = f"fedrecgel-{stem.replace('_', '-')}", _fedrecgel_rows(stem)
+    return {name: Table(title=f"{label}: FedRecGEL and baselines, paper protocol (the authors' "
+                              "split, best round on test, sampled ranking)",
+                        rows=rows, columns=FEDREC_PAPER_COLUMNS),
+            f"{name}-clean": Table(title=f"{label}: FedRecGEL and baselines, clean protocol "
+                                         "(validation item, best validation round, full ranking)",
+                                   rows=rows, columns=FEDREC_CLEAN_COLUMNS)}
+
+
+for _stem, _label in RECOMMENDATION_SETS.items():
+    TABLES.update(_fedrecgel_tables(_stem, _label))
 
 
 def run_dir(row: Row, seed: int, runs: Path) -> tuple[dict, Path]:
