@@ -43,6 +43,7 @@ also says why Flower's DP mods, built for one client per message, are not used).
 from __future__ import annotations
 
 import functools
+import gc
 import json
 import math
 import sys
@@ -129,6 +130,31 @@ def runtime_info() -> dict[str, str]:
     return {"ray-node": ray.get_runtime_context().get_node_id()}
 
 
+def _collector_held(handler: Callable) -> Callable:
+    """`handler` with Python's cyclic garbage collector held off while it runs.
+
+    A node's message builds a few small containers per client (its store, private-state and
+    metric dicts) that live until the reply is built. In a node's Amazon-Video evaluation
+    (2,018 clients) they started 52 collections per message and, moved to the oldest
+    generation by those, a full collection every few messages, which traverses every object
+    of the process (over 200,000 once torch and Flower are loaded: about 0.2 s each on the
+    project's machine, more than the message's scoring). Reference counting frees what the
+    handler builds when it returns; the cycles it leaves (about 2,000 small objects after a
+    training message: closures, no arrays) go at the collector's next run.
+    """
+    @functools.wraps(handler)
+    def held(*args, **kwargs):
+        if not gc.isenabled():
+            return handler(*args, **kwargs)
+        gc.disable()
+        try:
+            return handler(*args, **kwargs)
+        finally:
+            gc.enable()
+    return held
+
+
+@_collector_held
 def _for_each_client(msg: Message, context: Context, call: Callable,
                      batched: Callable | None = None) -> Message:
     """Run `call(client, shared, own, state, round)` for every addressed client; pack replies.
@@ -154,11 +180,12 @@ def _for_each_client(msg: Message, context: Context, call: Callable,
            if CLIENT_ARRAYS in msg.content.array_records else {})
     arrays, metrics, errors = {}, {}, {}
     ready, stragglers = [], []  # (partition, client, store) of the clients past setup
+    root = state_root(spec)  # once per message: a message addresses thousands of clients
     for partition in config[PARTITIONS]:
         try:
             straggles = training and inject_fault(spec, int(partition), server_round)
             client = _client(spec_json, int(partition))
-            store = PrivateStore(state_root(spec), run_id, int(partition), visible, write)
+            store = PrivateStore(root, run_id, int(partition), visible, write)
             (stragglers if straggles else ready).append((partition, client, store))
         except Exception:  # one failing client must not sink the others on its node
             errors[partition] = traceback.format_exc()
