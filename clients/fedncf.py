@@ -225,7 +225,10 @@ class FedNCFClient:
         dense = {k: torch.from_numpy(np.asarray(v)) for k, v in shared.items()}
         batch = [cohort.pad([x[key] for x in inputs], samples)
                  for key in ("users", "items", "labels", "weights")]
-        model = self.backbone(0, 0, **self.backbone.sizes_of({**shared, **inputs[0]["private"]}))
+        # Only the module structure matters (functional_call supplies every parameter): one
+        # empty model per sizes and process, not a freshly initialised one per pass.
+        sizes = self.backbone.sizes_of({**shared, **inputs[0]["private"]})
+        model = empty_model(self.backbone, tuple(sorted(sizes.items())))
 
         def round_gradients(own_params, dense_params, users, items, labels, weights):
             """One client's (loss, gradients): the weighted BCE sum is :func:`chunked_bce`."""
@@ -240,16 +243,21 @@ class FedNCFClient:
         new_tables, adam = cohort.adam_step({k: per_client[k] for k in user_tables},
                                             {k: grads[k] for k in user_tables},
                                             [x["private"] for x in inputs], self.client_lr)
+        # Each client's arrays are views of the batched ones, sliced in numpy: a tensor's
+        # select/slice/.numpy() per array and client cost more than the rest of this loop.
+        new_tables = {t: new_tables[t].numpy() for t in user_tables}
+        adam = {name: a.numpy() for name, a in adam.items()}
+        uploads = {name: g.numpy() for name, g in grads.items()
+                   if name.startswith(self.backbone.SHARED_PREFIXES)}
         replies = []
         for k, (x, store) in enumerate(zip(inputs, stores)):
             n_users, n_rows = len(x["private"][user_tables[0]]), len(x["own"][ITEM_IDS])
-            save_private(store, {t: new_tables[t][k, :n_users].numpy() for t in user_tables},
-                         {name: (a[k] if name.endswith(".step") else a[k, :n_users]).numpy()
+            save_private(store, {t: new_tables[t][k, :n_users] for t in user_tables},
+                         {name: a[k] if name.endswith(".step") else a[k, :n_users]
                           for name, a in adam.items()})
             upload = {ITEM_IDS: x["own"][ITEM_IDS]}
-            for name, g in grads.items():
-                if name.startswith(self.backbone.SHARED_PREFIXES):
-                    upload[name] = (g[k, :n_rows] if name in item_tables else g[k]).numpy()
+            for name, g in uploads.items():
+                upload[name] = g[k, :n_rows] if name in item_tables else g[k]
             replies.append((upload, {NUM_EXAMPLES: int(x["labels"].sum()),
                                      TRAIN_LOSS: float(values[k])}))
         return replies
@@ -298,10 +306,18 @@ def _evaluation_model(backbone: type[Recommender], shared: Arrays, private: Arra
 
 
 @functools.lru_cache(maxsize=64)
+def empty_model(model: type[Recommender], sizes: tuple[tuple[str, Any], ...]) -> Recommender:
+    """A model of these constructor sizes with no user or item rows, built once per process:
+    building (and initialising) a NeuMF costs about 1.5 ms, and a round has thousands of new
+    clients and a cohort pass per bucket. Read-only: its users read its shapes or swap in
+    parameters of their own (``functional_call``)."""
+    return model(0, 0, **dict(sizes))
+
+
+@functools.lru_cache(maxsize=64)
 def user_widths(model: type[Recommender], sizes: tuple[tuple[str, Any], ...]) -> dict[str, int]:
-    """Widths of the private tables, read off an empty model of these sizes: once per process,
-    not per client (building a NeuMF costs about 1.5 ms, a round has thousands of new clients)."""
-    return {k: v.shape[1] for k, v in model(0, 0, **dict(sizes)).state_dict().items()
+    """Widths of the private tables, read off the empty model of these sizes."""
+    return {k: v.shape[1] for k, v in empty_model(model, sizes).state_dict().items()
             if k in model.USER_TABLES}
 
 

@@ -45,14 +45,17 @@ class Recommender(nn.Module):
         """A model holding exactly `arrays` (a full state dict: local user and item rows).
 
         Sizes are read off the arrays and the embedding tables wrap them without the random
-        initialisation a fresh module would spend on tables it overwrites at once.
+        initialisation a fresh module would spend on tables it overwrites at once. Each array
+        is copied once: the model's parameters are the copies (``assign``), not copied again
+        into the parameters of the empty module (an evaluation's model holds the whole item
+        table and the user rows of thousands of clients).
         """
         model = cls(0, 0, **cls.sizes_of(arrays))
+        tensors = {k: torch.tensor(v) for k, v in arrays.items()}
         for name in cls.USER_TABLES + cls.ITEM_TABLES:
-            table = torch.tensor(arrays[name])
             setattr(model, name.removesuffix(".weight"),
-                    nn.Embedding.from_pretrained(table, freeze=False))
-        model.load_state_dict({k: torch.tensor(v) for k, v in arrays.items()})
+                    nn.Embedding.from_pretrained(tensors[name], freeze=False))
+        model.load_state_dict(tensors, assign=True)  # checks names and shapes, as without
         return model
 
     def score_candidates(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
