@@ -6,7 +6,7 @@ import torch
 from fedsim.models.neumf import NeuMF
 
 
-@pytest.mark.parametrize("num_items", [300, 5000])  # several users a pass, and one
+@pytest.mark.parametrize("num_items", [300, 5000])  # several users a pass; a row in two passes
 def test_neumf_score_all_and_candidates_equal_forward(num_items):
     torch.manual_seed(0)
     model = NeuMF(num_users=7, num_items=num_items)

@@ -34,3 +34,17 @@ def test_ray_simulation_writes_results_and_matches_the_in_process_run(tmp_path):
                              "hr@10", num_clients=500, wall_seconds=0.0)
     assert {k: v for k, v in written.items() if k not in timing} == \
         {k: v for k, v in json.loads(json.dumps(expected)).items() if k not in timing}
+
+
+def test_the_reply_poll_setting_is_the_one_flowers_grid_reads():
+    """`simulate` sets ``pull_interval`` on Flower's in-process grid (REPLY_POLL_SECONDS); a
+    renamed attribute would leave the 0.1 s default in place without an error."""
+    import inspect
+
+    from flwr.superlink.grid.inmemory_grid import InMemoryGrid
+
+    from fedsim.runner import simulation
+
+    assert "time.sleep(self.pull_interval)" in inspect.getsource(InMemoryGrid.send_and_receive)
+    assert "grid.pull_interval = REPLY_POLL_SECONDS" in inspect.getsource(simulation.simulate)
+    assert 0 < simulation.REPLY_POLL_SECONDS < 0.1

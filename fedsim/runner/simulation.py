@@ -16,6 +16,12 @@ Ray: with ``ray.address`` (or RAY_ADDRESS) set, Flower's backend attaches to tha
 resource totals come from the cluster (Ray refuses num_cpus when attaching); otherwise a new
 local Ray instance is started with all CPUs of this machine and one actor per
 ``ray.client_cpus``, even if a cluster started with ``ray start`` runs on the machine.
+
+Reply polling: Flower's in-process grid looks for the nodes' replies every 0.1 s, and a
+FedNCF/FedRecGEL round is three exchanges (row requests, training, evaluation), so the default
+added about 0.05 s of waiting per exchange to rounds that compute for about a second
+(benchmarks/README.md, issue 16). :data:`REPLY_POLL_SECONDS` polls faster; a poll is one look
+into the in-memory link state.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ from fedsim.federation import load_federation
 from fedsim.protocol import nodes_for
 from fedsim.runner.experiment import default_out_dir, prepare_out_dir, run_on_grid
 from fedsim.runner.results import require_tensorboard
+
+
+REPLY_POLL_SECONDS = 0.005
 
 
 class _RunSimulationNotice(logging.Filter):
@@ -79,6 +88,7 @@ def simulate(spec: Mapping[str, Any], out_dir: str | Path | None = None,
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
+        grid.pull_interval = REPLY_POLL_SECONDS
         summary.update(run_on_grid(grid, spec, out, on_record, resume))
 
     flwr_log = logging.getLogger("flwr")
