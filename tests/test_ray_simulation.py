@@ -36,15 +36,28 @@ def test_ray_simulation_writes_results_and_matches_the_in_process_run(tmp_path):
         {k: v for k, v in json.loads(json.dumps(expected)).items() if k not in timing}
 
 
-def test_the_reply_poll_setting_is_the_one_flowers_grid_reads():
-    """`simulate` sets ``pull_interval`` on Flower's in-process grid (REPLY_POLL_SECONDS); a
-    renamed attribute would leave the 0.1 s default in place without an error."""
+
+def test_the_polling_fedsim_shortens_is_flowers():
+    """`simulate` shortens Flower's two 0.1 s polls (fedsim/runner/simulation.py): the grid's
+    ``pull_interval`` and the engine's hand-off loop, replaced by a copy with a shorter wait.
+    A Flower that renamed either, or changed the loop, would keep its own polling silently (or
+    lose a change of its loop): this fails first."""
     import inspect
 
+    from flwr.server.superlink.fleet.vce import vce_api
     from flwr.superlink.grid.inmemory_grid import InMemoryGrid
 
     from fedsim.runner import simulation
 
     assert "time.sleep(self.pull_interval)" in inspect.getsource(InMemoryGrid.send_and_receive)
-    assert "grid.pull_interval = REPLY_POLL_SECONDS" in inspect.getsource(simulation.simulate)
-    assert 0 < simulation.REPLY_POLL_SECONDS < 0.1
+    assert "grid.pull_interval = POLL_SECONDS" in inspect.getsource(simulation.simulate)
+    assert "_faster_handoff()" in inspect.getsource(simulation.simulate)
+    flowers = inspect.getsource(vce_api.add_messages_to_queue)
+    assert "state.get_message_ins(node_id=node_id, limit=1)" in flowers
+    assert "queue.put(msg)" in flowers and "f_stop.wait(0.1)" in flowers
+    assert len([line for line in flowers.splitlines() if line.strip()]) == 13
+    with simulation._faster_handoff():
+        assert vce_api.add_messages_to_queue is not None
+        assert "POLL_SECONDS" in inspect.getsource(vce_api.add_messages_to_queue)
+    assert inspect.getsource(vce_api.add_messages_to_queue) == flowers
+    assert 0 < simulation.POLL_SECONDS < 0.1

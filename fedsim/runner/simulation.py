@@ -17,15 +17,19 @@ resource totals come from the cluster (Ray refuses num_cpus when attaching); oth
 local Ray instance is started with all CPUs of this machine and one actor per
 ``ray.client_cpus``, even if a cluster started with ``ray start`` runs on the machine.
 
-Reply polling: Flower's in-process grid looks for the nodes' replies every 0.1 s, and a
-FedNCF/FedRecGEL round is three exchanges (row requests, training, evaluation), so the default
-added about 0.05 s of waiting per exchange to rounds that compute for about a second
-(benchmarks/README.md, issue 16). :data:`REPLY_POLL_SECONDS` polls faster; a poll is one look
-into the in-memory link state.
+Polling: the simulation engine of flwr 1.41 passes messages by polling its in-memory link state
+every 0.1 s twice per exchange (the engine's thread that hands the server's instructions to the
+nodes, and the grid that waits for their replies). A FedNCF/FedRecGEL round is three exchanges
+(row requests, training, evaluation), so the waits added 0.1-0.3 s to rounds that compute for
+about a second (benchmarks/README.md, issue 16). Both poll every :data:`POLL_SECONDS` here: the
+grid through its ``pull_interval``, the engine's thread through :func:`_faster_handoff`, a copy
+of Flower's loop with the shorter wait (tests/test_ray_simulation.py pins the original). A poll
+is one look into the in-memory state.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -41,7 +45,28 @@ from fedsim.runner.experiment import default_out_dir, prepare_out_dir, run_on_gr
 from fedsim.runner.results import require_tensorboard
 
 
-REPLY_POLL_SECONDS = 0.005
+POLL_SECONDS = 0.005
+
+
+@contextlib.contextmanager
+def _faster_handoff():
+    """Flower's ``add_messages_to_queue`` (flwr 1.41, ``vce_api``), waiting POLL_SECONDS
+    between looks instead of 0.1 s, while the block runs (the module docstring says why)."""
+    from flwr.server.superlink.fleet.vce import vce_api
+
+    def add_messages_to_queue(state, queue, nodes_mapping, f_stop) -> None:
+        while not f_stop.is_set():
+            for node_id in nodes_mapping.keys():
+                for message in state.get_message_ins(node_id=node_id, limit=1):
+                    queue.put(message)
+            f_stop.wait(POLL_SECONDS)
+
+    original = vce_api.add_messages_to_queue
+    vce_api.add_messages_to_queue = add_messages_to_queue
+    try:
+        yield
+    finally:
+        vce_api.add_messages_to_queue = original
 
 
 class _RunSimulationNotice(logging.Filter):
@@ -88,7 +113,7 @@ def simulate(spec: Mapping[str, Any], out_dir: str | Path | None = None,
 
     @server_app.main()
     def main(grid: Grid, context: Context) -> None:
-        grid.pull_interval = REPLY_POLL_SECONDS
+        grid.pull_interval = POLL_SECONDS
         summary.update(run_on_grid(grid, spec, out, on_record, resume))
 
     flwr_log = logging.getLogger("flwr")
@@ -96,7 +121,7 @@ def simulate(spec: Mapping[str, Any], out_dir: str | Path | None = None,
     notice = _RunSimulationNotice()
     flwr_log.addFilter(notice)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), _faster_handoff():
             warnings.simplefilter("ignore", DeprecationWarning)
             run_simulation(server_app=server_app, client_app=client_app,
                            num_supernodes=nodes_for(spec, federation.num_clients),
