@@ -36,7 +36,6 @@ def test_ray_simulation_writes_results_and_matches_the_in_process_run(tmp_path):
         {k: v for k, v in json.loads(json.dumps(expected)).items() if k not in timing}
 
 
-
 def test_the_polling_fedsim_shortens_is_flowers():
     """`simulate` shortens Flower's two 0.1 s polls (fedsim/runner/simulation.py): the grid's
     ``pull_interval`` and the engine's hand-off loop, replaced by a copy with a shorter wait.
@@ -57,7 +56,28 @@ def test_the_polling_fedsim_shortens_is_flowers():
     assert "queue.put(msg)" in flowers and "f_stop.wait(0.1)" in flowers
     assert len([line for line in flowers.splitlines() if line.strip()]) == 13
     with simulation._faster_handoff():
-        assert vce_api.add_messages_to_queue is not None
-        assert "POLL_SECONDS" in inspect.getsource(vce_api.add_messages_to_queue)
-    assert inspect.getsource(vce_api.add_messages_to_queue) == flowers
+        handoff = vce_api.add_messages_to_queue
+    assert inspect.getsource(vce_api.add_messages_to_queue) == flowers  # restored
+
+    # The copy hands every node's pending instruction to the queue, as Flower's loop does.
+    import queue
+    import threading
+
+    class State:
+        pending = {7: ["to node 7"], 9: ["to node 9"]}
+
+        def get_message_ins(self, node_id, limit):
+            taken, self.pending[node_id] = self.pending[node_id][:limit], []
+            return taken
+
+    handed, stop = queue.Queue(), threading.Event()
+    thread = threading.Thread(target=handoff, args=(State(), handed, {7: 0, 9: 1}, stop),
+                              daemon=True)
+    thread.start()
+    try:
+        got = sorted(handed.get(timeout=5) for _ in range(2))
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+    assert got == ["to node 7", "to node 9"] and not thread.is_alive()
     assert 0 < simulation.POLL_SECONDS < 0.1
