@@ -28,8 +28,9 @@ def time_per_round(users: int) -> tuple[int, float, int]:
     """(clients per round, median seconds of a training-only round, peak bytes)."""
     spec = resolve({"dataset": "synthetic-rec", "method": "fedrecgel", "data.synthetic_users": users,
                     "fraction": 0.1, "rounds": ROUNDS, "eval_every": ROUNDS,
-                    "eval_full_every": 100_000, "fedrecgel.rho_sh": 0.01, "fedrecgel.rho_ns": 0.1,
-                    "out_dir": f"runs/scaling/users{users}"})
+                    "eval_full_every": 100_000, "fedrecgel.rho_sh": 0.01, "fedrecgel.rho_ns": 0.1})
+    # No out_dir: each run gets a fresh runs/<method>-<dataset>-<time> folder, so the bench
+    # can be run again (a fixed folder holding the last run's results would be refused).
     with PeakMemory() as memory:
         _, out = simulate(spec)
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
