@@ -1,4 +1,5 @@
-"""Ranking metrics: hand-computed ranks, pessimistic ties, full vs sampled ranking, sklearn NDCG."""
+"""Ranking metrics: hand-computed ranks, pessimistic ties, full vs sampled ranking, sklearn NDCG,
+full ranking in blocks against every item at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from sklearn.metrics import ndcg_score
 
 from fedsim.data import load_dataset
 from fedsim.metrics import hit_at_k, ndcg_at_k, rank_against_all, rank_against_sampled
-from fedsim.metrics.leave_one_out import ScoreMatrix, evaluate_users
+from fedsim.metrics.leave_one_out import ScoreMatrix, capped_full_ranks, evaluate_users
+from fedsim.models.neumf import NeuMF
 from fedsim.metrics.pooling import add, pooled_means
 
 
@@ -105,3 +107,80 @@ def test_leave_one_out_sums_pool_over_clients_to_the_mean_over_all_users():
         assert pooled[name] == pytest.approx(value, abs=1e-12), name
     averaged = np.mean([pooled_means(p)["ndcg@10_full"] for p in parts])
     assert averaged != pytest.approx(at_once["ndcg@10_full"], abs=1e-6)
+
+
+# --- capped full ranking (scored in blocks until the rank is known to reach K) -------------------
+
+def _exclusions(rng, positives, num_items, most):
+    excluded = [np.setdiff1d(rng.choice(num_items, rng.integers(0, most)), [p]) for p in positives]
+    indptr = np.concatenate([[0], np.cumsum([len(e) for e in excluded])])
+    return indptr, np.concatenate(excluded).astype(np.int64)
+
+
+@pytest.mark.parametrize("k", [1, 3, 10])
+@pytest.mark.parametrize("order", ["popular", "reversed", "shuffled"])
+def test_capped_full_ranks_are_the_full_ranks_capped_at_k(k, order):
+    """Coarse integer scores (many ties, which count against the positive), 700 items (blocks
+    of 128, 256 and the rest): every user's capped rank is min(rank, k) of the ranking that
+    scores every item, whatever order the blocks take the items in."""
+    rng = np.random.default_rng(2)
+    n, num_items = 80, 700
+    scores = rng.integers(0, 40, (n, num_items)).astype(np.float32)
+    scores[:10] += 30 * (np.arange(num_items) == 0)  # a few users' positive (item 0) near the top
+    positives = np.where(np.arange(n) < 10, 0, rng.integers(0, num_items, n))
+    indptr, indices = _exclusions(rng, positives, num_items, 200)
+    items = {"popular": np.arange(num_items), "reversed": np.arange(num_items)[::-1],
+             "shuffled": rng.permutation(num_items)}[order]
+    full = rank_against_all(scores, positives, indptr, indices)
+    capped = capped_full_ranks(ScoreMatrix(torch.from_numpy(scores)), torch.arange(n), positives,
+                               indptr, indices, items, k)
+    np.testing.assert_array_equal(capped, np.minimum(full, k))
+    assert (full < k).any() and (full >= k).any()  # both kinds of user are checked
+
+
+def test_capped_full_ranks_of_a_constant_model_are_the_worst():
+    """Ties count against the positive in blocks too: a model scoring every item the same ranks
+    every positive at k (capped), not first."""
+    scores = torch.zeros(3, 500)
+    ranks = capped_full_ranks(ScoreMatrix(scores), torch.arange(3), np.array([0, 7, 499]),
+                              np.zeros(4, np.int64), np.zeros(0, np.int64), np.arange(500))
+    np.testing.assert_array_equal(ranks, [10, 10, 10])
+
+
+def test_capped_full_ranks_errors():
+    scores = ScoreMatrix(torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="excludes its own positive"):
+        capped_full_ranks(scores, torch.arange(1), np.array([1]), np.array([0, 1]), np.array([1]),
+                          np.arange(3))
+    with pytest.raises(ValueError, match="NaN"):
+        capped_full_ranks(ScoreMatrix(torch.full((1, 3), float("nan"))), torch.arange(1),
+                          np.array([1]), np.array([0, 0]), np.zeros(0, np.int64), np.arange(3))
+
+
+def test_neumf_full_ranking_in_blocks_equals_every_item_at_once_on_amazon_video(data_dir,
+                                                                                monkeypatch):
+    """NeuMF ranks in blocks (RANK_IN_BLOCKS); on real data (Amazon-Video, clean protocol: test
+    and validation splits, 300 users, O(1) embeddings so the ReLUs are not all off), every
+    metric equals the one of the ranking that scores every item at once."""
+    data = load_dataset("amazon-video", data_dir=str(data_dir), protocol="clean")
+    torch.manual_seed(0)
+    model = NeuMF(num_users=300, num_items=data.num_items)
+    users = np.arange(300) * 7
+    with torch.no_grad():
+        for table in (model.user_gmf, model.user_mlp, model.item_gmf, model.item_mlp):
+            table.weight.normal_()
+        # Users 0-59 lean towards their test item, 60-119 towards their validation item, so
+        # that positives also land in the top 10, at several ranks.
+        sign = model.head.weight[0, :32].sign()
+        for rows, held_out in ((slice(0, 60), data.test_items), (slice(60, 120), data.val_items)):
+            leaning = model.item_gmf.weight[held_out[users[rows]]] * sign
+            model.user_gmf.weight[rows] = leaning * torch.linspace(0.2, 2, 60)[:, None]
+    assert NeuMF.RANK_IN_BLOCKS
+    with torch.no_grad():
+        in_blocks = evaluate_users(model, data, users, 0.2)
+        monkeypatch.setattr(NeuMF, "RANK_IN_BLOCKS", False)
+        at_once = evaluate_users(model, data, users, 0.2)
+    assert in_blocks.keys() == at_once.keys() and "val_ndcg@10_full_tail" in at_once
+    for split in ("", "val_"):  # hits, not all at rank 0
+        assert 0 < at_once[f"{split}ndcg@10_full"] < at_once[f"{split}hr@10_full"]
+    assert in_blocks == at_once

@@ -14,7 +14,7 @@ import numpy as np
 __all__ = ["rank_against_sampled", "rank_against_all", "hit_at_k", "ndcg_at_k"]
 
 
-def _reject_nan(name: str, scores: np.ndarray) -> None:
+def reject_nan(name: str, scores: np.ndarray) -> None:
     if np.isnan(scores).any():
         raise ValueError(f"{name} contains NaN; NaN scores cannot be ranked")
 
@@ -32,8 +32,8 @@ def rank_against_sampled(pos_scores: np.ndarray, neg_scores: np.ndarray) -> np.n
             f"pos_scores must be [n] and neg_scores [n, k]; got {pos_scores.shape} and "
             f"{neg_scores.shape}"
         )
-    _reject_nan("pos_scores", pos_scores)
-    _reject_nan("neg_scores", neg_scores)
+    reject_nan("pos_scores", pos_scores)
+    reject_nan("neg_scores", neg_scores)
     return (neg_scores >= pos_scores[:, None]).sum(axis=1).astype(np.int64)
 
 
@@ -63,7 +63,18 @@ def rank_against_all(
             f"for scores of shape {scores.shape}, positives must have shape ({n},) and "
             f"exclude_indptr ({n + 1},); got {positives.shape} and {exclude_indptr.shape}"
         )
-    _reject_nan("scores", scores)
+    reject_nan("scores", scores)
+    users = np.arange(n)
+    excluded = excluded_mask(num_items, positives, exclude_indptr, exclude_indices)
+    above = (scores >= scores[users, positives][:, None]) & ~excluded
+    return above.sum(axis=1).astype(np.int64) - 1  # the positive ties with itself
+
+
+def excluded_mask(num_items: int, positives: np.ndarray, exclude_indptr: np.ndarray,
+                  exclude_indices: np.ndarray) -> np.ndarray:
+    """[n, num_items] bool: True at each user's excluded items (CSR rows, as
+    :func:`rank_against_all` takes them); raises if a user excludes its own positive."""
+    n = len(positives)
     users = np.arange(n)
     excluded = np.zeros((n, num_items), dtype=bool)
     excluded[np.repeat(users, np.diff(exclude_indptr)), exclude_indices] = True
@@ -73,8 +84,7 @@ def rank_against_all(
             f"user row {bad} excludes its own positive item {int(positives[bad])}; the "
             f"positive must not be among the excluded (training/validation) items"
         )
-    above = (scores >= scores[users, positives][:, None]) & ~excluded
-    return above.sum(axis=1).astype(np.int64) - 1  # the positive ties with itself
+    return excluded
 
 
 def _check_ranks(ranks: np.ndarray, k: int) -> np.ndarray:

@@ -24,6 +24,9 @@ class NeuMF(Recommender):
     ITEM_TABLES = ("item_gmf.weight", "item_mlp.weight")
     # The parameters the server owns and aggregates; the user tables are private.
     SHARED_PREFIXES = ("item_gmf.", "item_mlp.", "mlp.", "head.")
+    # A pair costs the tower (20k FLOPs at the default sizes). Amazon-Video, 2,018 users, one
+    # core: a trained model's full ranking 7.1 s every item at once, 0.6 s in blocks.
+    RANK_IN_BLOCKS = True
 
     def __init__(self, num_users: int, num_items: int, factor_dim: int = 32, mlp_layers: int = 3):
         super().__init__()

@@ -27,6 +27,10 @@ class Recommender(nn.Module):
     USER_TABLES: tuple[str, ...] = ()
     ITEM_TABLES: tuple[str, ...] = ()
     SHARED_PREFIXES: tuple[str, ...] = ()
+    # Full ranking scores items in blocks until each user's rank is known to reach K
+    # (fedsim.metrics.leave_one_out.capped_full_ranks) rather than every item at once: worth it
+    # where a pair costs far more than the blocks' bookkeeping.
+    RANK_IN_BLOCKS = False
 
     @classmethod
     def split(cls, state: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
