@@ -74,7 +74,8 @@ SCHEMA: dict[str, Key] = {
                       low=1, high=100_000),
     "eval_full_every": Key(1, "Recommendation: compute the full-ranking metrics at every this "
                            "many rounds' evaluation (and the last round's); the sampled ones at "
-                           "every evaluation. Full ranking scores every item for every user.",
+                           "every evaluation. Full ranking ranks the held-out item against "
+                           "every item the user has not interacted with.",
                            low=1, high=100_000),
     "data_dir": Key("", "Directory holding the dataset folders, the only place looked at when set "
                     "(no fallback, no download); empty = FEDSIM_DATA_DIR, then the user cache "
