@@ -1,13 +1,14 @@
 """Time per round against the number of participating clients (issue 6's scaling curve).
 
-    python benchmarks/scaling_bench.py [--users 1000 10000 100000] [--out benchmarks/scaling.png]
+    python benchmarks/scaling_bench.py [--users 1000 10000 100000] [--out PLOT.png] [--overwrite]
 
 FedRecGEL (both SAM passes on) on the synthetic recommendation set with ``--users`` users, one
 user per client, 10% of them a round, cohort mode, as real Ray simulations. Evaluation happens
 only at round 0 and the last round (sampled protocol), so rounds 1 .. R-1 time training alone;
 the median of those is printed with clients per second and the peak resident memory of the
 process tree (driver, Ray, actors), and the curve is plotted log-log with a line of slope 1
-(linear growth) for reference.
+(linear growth) for reference, into a new runs/scaling-<time>.png unless ``--out`` names a file
+(an existing one is replaced only with ``--overwrite``: benchmarks/scaling.png is tracked).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+from datetime import datetime
 from pathlib import Path
 
 from fedrec_bench import PeakMemory
@@ -42,8 +44,13 @@ def time_per_round(users: int) -> tuple[int, float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, nargs="+", default=[1000, 10000, 100000])
-    parser.add_argument("--out", default="benchmarks/scaling.png")
+    parser.add_argument("--out", default=None, help="the plot (default: a new "
+                        "runs/scaling-<time>.png)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     args = parser.parse_args()
+    out = Path(args.out or f"runs/scaling-{datetime.now():%Y%m%d-%H%M%S}.png")
+    if out.exists() and not args.overwrite:  # before the runs, not after minutes of them
+        parser.error(f"{out} exists; name another --out, or add --overwrite to replace it")
     points = []
     for users in args.users:
         clients, seconds, peak = time_per_round(users)
@@ -66,9 +73,9 @@ def main() -> None:
              title="FedRecGEL, synthetic data, 10% of users a round")
     axis.legend()
     figure.tight_layout()
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(args.out, dpi=120)
-    print(f"plot: {args.out}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=120)
+    print(f"plot: {out}")
 
 
 if __name__ == "__main__":
