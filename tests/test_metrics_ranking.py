@@ -10,6 +10,7 @@ from sklearn.metrics import ndcg_score
 
 from fedsim.data import load_dataset
 from fedsim.metrics import hit_at_k, ndcg_at_k, rank_against_all, rank_against_sampled
+from fedsim.metrics import leave_one_out
 from fedsim.metrics.leave_one_out import ScoreMatrix, capped_full_ranks, evaluate_users
 from fedsim.models.neumf import NeuMF
 from fedsim.metrics.pooling import add, pooled_means
@@ -119,10 +120,13 @@ def _exclusions(rng, positives, num_items, most):
 
 @pytest.mark.parametrize("k", [1, 3, 10])
 @pytest.mark.parametrize("order", ["popular", "reversed", "shuffled"])
-def test_capped_full_ranks_are_the_full_ranks_capped_at_k(k, order):
+@pytest.mark.parametrize("max_block", [8192, 200])
+def test_capped_full_ranks_are_the_full_ranks_capped_at_k(k, order, max_block, monkeypatch):
     """Coarse integer scores (many ties, which count against the positive), 700 items (blocks
-    of 128, 256 and the rest): every user's capped rank is min(rank, k) of the ranking that
-    scores every item, whatever order the blocks take the items in."""
+    of 128, 256 and the rest; or 128, 200, 200, 172 with the blocks capped at 200): every
+    user's capped rank is min(rank, k) of the ranking that scores every item, whatever order
+    the blocks take the items in."""
+    monkeypatch.setattr(leave_one_out, "MAX_BLOCK", max_block)
     rng = np.random.default_rng(2)
     n, num_items = 80, 700
     scores = rng.integers(0, 40, (n, num_items)).astype(np.float32)
@@ -132,9 +136,14 @@ def test_capped_full_ranks_are_the_full_ranks_capped_at_k(k, order):
     items = {"popular": np.arange(num_items), "reversed": np.arange(num_items)[::-1],
              "shuffled": rng.permutation(num_items)}[order]
     full = rank_against_all(scores, positives, indptr, indices)
-    capped = capped_full_ranks(ScoreMatrix(torch.from_numpy(scores)), torch.arange(n), positives,
-                               indptr, indices, items, k)
+    scorer = ScoreMatrix(torch.from_numpy(scores))
+    widths = []  # candidates per user of each block: the positive and the block's items
+    score = scorer.score_candidates
+    scorer.score_candidates = lambda rows, items: widths.append(items.shape[1]) or score(rows, items)
+    capped = capped_full_ranks(scorer, torch.arange(n), positives, indptr, indices, items, k)
     np.testing.assert_array_equal(capped, np.minimum(full, k))
+    schedule = [128, 256, 316] if max_block > 700 else [128, 200, 200, 172]
+    assert len(widths) > 1 and widths == [1 + b for b in schedule][:len(widths)]
     assert (full < k).any() and (full >= k).any()  # both kinds of user are checked
 
 

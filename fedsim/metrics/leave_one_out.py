@@ -31,10 +31,11 @@ from fedsim.metrics.ranking import (excluded_mask, hit_at_k, ndcg_at_k, rank_aga
 K = 10
 VALIDATION = "val_"
 GROUPS = ("", "_head", "_tail")
-# Items of the first block of a capped full ranking; each later block doubles. A trained
+# Items of the first block of a capped full ranking; each later block doubles, up to
+# MAX_BLOCK (which bounds a block's candidate and score arrays on large catalogues). A trained
 # Amazon-Video NeuMF (clean protocol) had 10 of the 10-15 most popular items at or above the
 # positive for 90% of its users, so most users are settled by the first block.
-FIRST_BLOCK = 128
+FIRST_BLOCK, MAX_BLOCK = 128, 8192
 
 
 class ScoreMatrix:
@@ -127,12 +128,12 @@ def capped_full_ranks(scorer, local: torch.Tensor, positives: np.ndarray,
 
     Rather than scoring every item for every user, the items are scored in blocks, in
     ``order`` (most popular first; any order gives the same ranks), the first of
-    :data:`FIRST_BLOCK` items and each next one twice as long, each block for the users still
-    below k items at or above their positive. Each block's scores come from one
-    ``scorer.score_candidates`` call whose first column is the user's positive, so the
-    positive and the items it is compared with are scored by the same computation. A user
-    whose positive is in its top k is scored against every item; the others stop as soon as k
-    items are found above, which on trained models is usually within the first block.
+    :data:`FIRST_BLOCK` items and each next one twice as long (at most :data:`MAX_BLOCK`), each
+    block for the users still below k items at or above their positive. Each block's scores
+    come from one ``scorer.score_candidates`` call whose first column is the user's positive,
+    so the positive and the items it is compared with are scored by the same computation. A
+    user whose positive is in its top k is scored against every item; the others stop as soon
+    as k items are found above, which on trained models is usually within the first block.
     ``local``: the scorer's rows of the users; exclusions as CSR rows, as
     :func:`~fedsim.metrics.ranking.rank_against_all` takes them.
     """
@@ -153,7 +154,7 @@ def capped_full_ranks(scorer, local: torch.Tensor, positives: np.ndarray,
         beaten = (scores[:, 1:] >= scores[:, :1]) & ~excluded[active[:, None], block]
         above[active] += beaten.sum(axis=1)
         active = active[above[active] < k]
-        start, size = start + size, 2 * size
+        start, size = start + size, min(2 * size, MAX_BLOCK)
     return np.minimum(above, k)
 
 
