@@ -139,7 +139,8 @@ def test_capped_full_ranks_are_the_full_ranks_capped_at_k(k, order, max_block, m
     scorer = ScoreMatrix(torch.from_numpy(scores))
     widths = []  # candidates per user of each block: the positive and the block's items
     score = scorer.score_candidates
-    scorer.score_candidates = lambda rows, items: widths.append(items.shape[1]) or score(rows, items)
+    scorer.score_candidates = lambda rows, candidates: (widths.append(candidates.shape[1])
+                                                        or score(rows, candidates))
     capped = capped_full_ranks(scorer, torch.arange(n), positives, indptr, indices, items, k)
     np.testing.assert_array_equal(capped, np.minimum(full, k))
     schedule = [128, 256, 316] if max_block > 700 else [128, 200, 200, 172]
