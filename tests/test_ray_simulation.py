@@ -1,6 +1,7 @@
 """One real Flower simulation on Ray: `fedsim run`'s engine, its files, and runtime-independence."""
 
 import json
+import os
 
 import pytest
 
@@ -81,3 +82,52 @@ def test_the_polling_fedsim_shortens_is_flowers():
         thread.join(timeout=5)
     assert got == ["to node 7", "to node 9"] and not thread.is_alive()
     assert 0 < simulation.POLL_SECONDS < 0.1
+
+
+# Started in every Ray worker through PYTHONPATH (Python imports the first sitecustomize on its
+# path at start-up): the node hosting partition 0 kills its actor's process while serving round
+# 2's training, once (a file marks that it happened).
+_CRASH_ONCE = '''
+import builtins, os, sys
+_import, _done = builtins.__import__, []
+
+def _patch(module):
+    serve = module._for_each_client
+    def crashing(msg, context, *args, **kwargs):
+        config = msg.content.config_records.get("config", {})
+        marker = os.environ["FEDSIM_TEST_CRASH_MARKER"]
+        if (msg.metadata.message_type == "train" and int(config.get("server-round", 0)) == 2
+                and int(context.node_config["partition-id"]) == 0 and not os.path.exists(marker)):
+            open(marker, "w").close()
+            os._exit(1)
+        return serve(msg, context, *args, **kwargs)
+    module._for_each_client = crashing
+
+def _watch(name, *args, **kwargs):
+    imported = _import(name, *args, **kwargs)
+    module = sys.modules.get("fedsim.app.client_app")
+    if not _done and module is not None and hasattr(module, "evaluate"):
+        _done.append(True)
+        _patch(module)
+    return imported
+
+builtins.__import__ = _watch
+'''
+
+
+def test_an_actor_that_dies_is_started_again(tmp_path, monkeypatch):
+    """An actor's process killed in round 2 costs that round's message of its node only: the
+    actor is started again (ACTOR_RESTARTS), and the later rounds have no failures."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_CRASH_ONCE)
+    marker = tmp_path / "crashed"
+    monkeypatch.setenv("FEDSIM_TEST_CRASH_MARKER", str(marker))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [
+        str(hook), os.environ.get("PYTHONPATH", "")])))
+    overrides = {"dataset": "synthetic-rec", "rounds": 4, "fraction": 0.05, "nodes": 2}
+    simulate(resolve(overrides), out_dir=tmp_path / "run")
+    assert marker.exists()  # the actor did die
+    failures = {record["round"]: record["failures"] for record in map(
+        json.loads, (tmp_path / "run" / "metrics.jsonl").open())}
+    assert failures[2] > 0 and failures[3] == failures[4] == 0, failures
