@@ -2,7 +2,7 @@
 
 import math
 
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from fedsim import spec as specs
@@ -14,6 +14,8 @@ keys = st.one_of(st.sampled_from(sorted(specs.SCHEMA)), st.text(min_size=1, max_
 
 @settings(max_examples=400, deadline=None)
 @given(st.dictionaries(keys, values, max_size=6))
+@example({"nodes": 0})  # a key that takes a word ("auto", its default) or a number
+@example({"nodes": "auto"})
 def test_random_specs_resolve_cleanly_or_raise_spec_error(overrides):
     try:
         resolved = specs.resolve(overrides)
@@ -23,7 +25,10 @@ def test_random_specs_resolve_cleanly_or_raise_spec_error(overrides):
         return
     for name, key in specs.SCHEMA.items():
         value = resolved[name]
-        assert type(value) is type(key.default), name
+        if key.words and isinstance(value, str):  # a word ("auto") where a number may also go
+            assert value in key.words, name
+            continue
+        assert type(value) is key.kind, name
         if key.choices is not None:
             assert value in key.choices
         if isinstance(value, float):
