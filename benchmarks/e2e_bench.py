@@ -37,11 +37,6 @@ from fedsim.runner.simulation import simulate
 from fedsim.spec import load_file, parse_set, resolve
 
 
-# Full ranking in blocks (fedsim.metrics.leave_one_out.capped_full_ranks) scores a fraction of
-# the pairs that depends on the model, so the FLOPs of every pair are an upper bound.
-FULL_NOTE = " if every pair were scored"
-
-
 def neumf_pair_flops(spec: dict) -> tuple[float, float]:
     """(FLOPs of one NeuMF forward pair in training, FLOPs of one scored pair in evaluation,
     where the first tower layer is split into its user and item halves, :meth:`NeuMF.score_all`)."""
@@ -155,13 +150,15 @@ def main() -> None:
     table = {n: phases(ways[n][1], ways[n][0], args.rounds) for n in names}
     floor = {"training round": work["train"], "sampled evaluation": work["sampled"],
              "round 0 (evaluation, full ranking)": work["full"] + work["sampled"]}
-    full = {"round 0 (evaluation, full ranking)"}
+    # Full ranking in blocks (fedsim.metrics.leave_one_out.capped_full_ranks) scores a share of
+    # the pairs that depends on the model: the FLOPs of every pair are an upper bound.
+    notes = {"round 0 (evaluation, full ranking)": " if every pair were scored"}
     for phase in table[names[0]]:
         cells = "".join(f"{table[n][phase]:14.2f}" if table[n][phase] is not None
                         else f"{'-':>14s}" for n in names)
-        note = FULL_NOTE if phase in full else ""
-        ideal = (f"   (FLOP time {floor[phase] / args.gflops / 1e9:.2f} s{note})"
-                 if phase in floor else "")
+        seconds = floor[phase] / args.gflops / 1e9 if phase in floor else None
+        ideal = (f"   (FLOP time {seconds:.2f} s{notes.get(phase, '')})"
+                 if seconds is not None else "")
         print(f"{phase:40s}{cells}{ideal}")
     print(f"{'best round, hr@10 (sampled, test)':40s}" + "".join(
         f"{'%d: %.4f' % best(ways[n][1]):>14s}" for n in names))

@@ -53,6 +53,10 @@ class Interactions:
         """Number of training interactions of every user, int64 [num_users]."""
         return np.diff(self.train_indptr).astype(np.int64)
 
+    def items_by_popularity(self) -> np.ndarray:
+        """Item ids by training interactions, most first (ties: lower id first)."""
+        return _by_count(self.item_train_counts())
+
     def head_item_mask(self, fraction: float = 0.2) -> np.ndarray:
         """True for the round(fraction * num_items) items with the most training interactions."""
         return _top_fraction(self.item_train_counts(), fraction)
@@ -70,10 +74,14 @@ def _top_fraction(counts: np.ndarray, fraction: float) -> np.ndarray:
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"fraction must be in [0, 1], got {fraction}")
-    order = np.lexsort((np.arange(len(counts)), -counts))  # count descending, then id ascending
     mask = np.zeros(len(counts), dtype=bool)
-    mask[order[: round(fraction * len(counts))]] = True
+    mask[_by_count(counts)[: round(fraction * len(counts))]] = True
     return mask
+
+
+def _by_count(counts: np.ndarray) -> np.ndarray:
+    """Indices by count descending, then index ascending (deterministic ties)."""
+    return np.lexsort((np.arange(len(counts)), -counts))
 
 
 @dataclass(frozen=True)

@@ -160,10 +160,9 @@ def capped_full_ranks(scorer, local: torch.Tensor, positives: np.ndarray,
 
 @functools.lru_cache(maxsize=8)
 def _popularity_order(data: Interactions) -> np.ndarray:
-    """Item ids by training count, most popular first (ties: lower id first); computed once
-    per process."""
-    counts = data.item_train_counts()
-    return np.lexsort((np.arange(len(counts)), -counts))
+    """:meth:`Interactions.items_by_popularity`, computed once per process (datasets are
+    cached and immutable; they hash by identity)."""
+    return data.items_by_popularity()
 
 
 @functools.lru_cache(maxsize=8)
